@@ -1,0 +1,46 @@
+# The two commands a newcomer needs:  make notebooks   and   make test
+# Both create .venv from a bare Python 3.11 with pip and install the exact versions in .ci/constraints.txt.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 2
+PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+
+.PHONY: venv notebooks bench-notebooks test test-fast lab constraints clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml .ci/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch is pinned in the constraints: a CPU wheel, never the CUDA build
+	$(BIN)/pip install --disable-pip-version-check -q -c .ci/constraints.txt -e ".[notebooks,test]"
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
+	touch $(STAMP)
+
+## execute every notebook into build/ (the committed ones are not touched); one line per notebook
+notebooks: venv
+	$(BIN)/python .ci/execute_notebooks.py --out build/notebooks notebooks/[0-9]*.ipynb
+
+## the same, as a benchmark: the time each notebook takes on OMP_NUM_THREADS=2
+bench-notebooks: notebooks
+
+## unit tests, then every notebook re-executed and compared strictly by nbval
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_NBVAL) tests notebooks
+
+## unit tests only
+test-fast: venv
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lab: venv
+	$(BIN)/jupyter lab notebooks
+
+## regenerate the exact versions after changing pyproject.toml
+constraints: venv
+	( echo "# Exact versions CI and 'make' install (pip install -c .ci/constraints.txt ...)."; \
+	  echo "# The stored notebook outputs were made with these. Regenerate with: make constraints"; \
+	  $(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' ) > .ci/constraints.txt
+
+clean:
+	rm -rf build .pytest_cache

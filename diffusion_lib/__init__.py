@@ -1,0 +1,39 @@
+"""diffusion_lib: denoising diffusion probabilistic models, derived, coded once and checked.
+
+    import diffusion_lib as dl
+    sched = dl.make_schedule("cosine", 1000)
+    xt = dl.q_sample(sched, x0, t, eps)
+
+Timesteps are the paper's t = 1..T everywhere; x_0 is data. See README.md for the references
+([Ho20], [ND21], ...) cited in the docstrings.
+"""
+
+from .data import TAU_RANGE, AffineScaling, roll_curve, swiss_roll, swiss_roll_scaling
+from .forward import q_chain, q_marginal, q_sample, q_step
+from .likelihood import (
+    DECODERS,
+    bits_per_dim,
+    discretized_gaussian_log_likelihood,
+    gaussian_log_likelihood,
+    normal_kl,
+    prior_kl,
+    simple_loss_weight,
+    sum_flat,
+    vlb_term,
+)
+from .metrics import TwoSampleResult, energy_distance, two_sample_test
+from .posterior import (
+    PREDICTIONS,
+    convert_prediction,
+    eps_from_x0,
+    mu_from_eps,
+    mu_from_x0,
+    q_posterior,
+    x0_from_eps,
+    x0_from_mu,
+)
+from .reverse import VARIANCES, ReverseStep, p_mean_variance, reverse_variance
+from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule
+from .vlb import BoundTerms, bound_terms, gaussian_data_denoiser, gaussian_entropy, model_step
+
+__version__ = "0.1.0"

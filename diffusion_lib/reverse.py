@@ -1,0 +1,62 @@
+"""The reverse process p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I): its mean and variance.
+
+The mean comes from the network's prediction (eps, x0 or mu; see `posterior.convert_prediction`).
+The variance is one of VARIANCES:
+    "fixed_large"  sigma_t^2 = beta_t                 (the upper bound on the reverse variance) [Ho20, Sec. 3.2]
+    "fixed_small"  sigma_t^2 = beta_tilde_t           (the lower bound; exact when x_0 is a point)
+    "learned"      log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t, v from the network  [ND21, Eq. 15]
+beta_tilde_1 = 0, so "fixed_small" and "learned" use the clipped log beta_tilde (beta_tilde_2 at t = 1).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .indexing import check_t, gather
+from .posterior import convert_prediction
+
+VARIANCES = ("fixed_small", "fixed_large", "learned")
+
+
+def reverse_variance(sched, t, like, var_type="fixed_small", v=None):
+    """(var, log_var) of p_theta(x_{t-1} | x_t), broadcastable to `like` (B, ...).
+
+    v (B, ...) is the network's interpolation value, required for var_type="learned" [ND21, Eq. 15];
+    the paper leaves it unconstrained (v in [0, 1] stays between beta_tilde_t and beta_t).
+    """
+    if var_type not in VARIANCES:
+        raise ValueError(f"unknown var_type {var_type!r}; choose one of {VARIANCES}")
+    t = check_t(t, sched.T, like.shape[0])
+    log_small = gather(sched.log_beta_tilde_clipped, t, like)
+    log_large = gather(sched.beta.log(), t, like)
+    if var_type == "fixed_small":
+        log_var = log_small
+    elif var_type == "fixed_large":
+        log_var = log_large
+    else:
+        if v is None:
+            raise ValueError('var_type="learned" needs the network\'s interpolation value v')
+        log_var = v * log_large + (1 - v) * log_small
+    return log_var.exp(), log_var
+
+
+@dataclass
+class ReverseStep:
+    """Mean and variance of p_theta(x_{t-1} | x_t), with the network's implied eps and x_0."""
+
+    mean: torch.Tensor  # (B, ...) mu_theta(x_t, t)
+    var: torch.Tensor  # broadcastable to (B, ...) sigma_t^2
+    log_var: torch.Tensor  # log sigma_t^2, carried beside var for stable likelihoods
+    eps: torch.Tensor  # (B, ...) predicted noise
+    x0: torch.Tensor  # (B, ...) predicted clean data
+
+
+def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", v=None):
+    """The Gaussian reverse step from a network output [Ho20, Eq. 1, 11; ND21, Eq. 15].
+
+    Args: output (B, ...) the network's prediction of `prediction` ("eps" | "x0" | "mu"); xt (B, ...);
+    t int or (B,) in 1..T; var_type one of VARIANCES; v the interpolation value when learned.
+    """
+    eps, x0, mean = convert_prediction(sched, xt, t, output, prediction)
+    var, log_var = reverse_variance(sched, t, xt, var_type, v)
+    return ReverseStep(mean=mean, var=var, log_var=log_var, eps=eps, x0=x0)
