@@ -37,3 +37,12 @@ from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule
 from .vlb import BoundTerms, bound_terms, gaussian_data_denoiser, gaussian_entropy, model_step
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # `dl.plotting` is imported on first use, so the CLI and the tests do not pay for matplotlib
+    if name == "plotting":
+        import importlib
+
+        return importlib.import_module(".plotting", __name__)
+    raise AttributeError(f"module 'diffusion_lib' has no attribute {name!r}")
