@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: venv notebooks bench-notebooks test test-fast lab constraints clean
+.PHONY: venv notebooks bench-notebooks refresh-notebooks test test-fast lab constraints clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,11 @@ notebooks: venv
 
 ## the same, as a benchmark: the time each notebook takes on OMP_NUM_THREADS=2
 bench-notebooks: notebooks
+
+## maintainers: re-execute the committed notebooks in place (after changing one, or the library)
+NB ?= notebooks/[0-9]*.ipynb
+refresh-notebooks: venv
+	$(BIN)/python .ci/refresh_notebooks.py $(NB)
 
 ## unit tests, then every notebook re-executed and compared strictly by nbval
 test: venv

@@ -1,0 +1,31 @@
+"""Re-execute committed notebooks in place, top to bottom, to refresh their stored outputs.
+
+    OMP_NUM_THREADS=2 python .ci/refresh_notebooks.py notebooks/01_forward_process.ipynb ...
+
+The outputs are what nbval compares in CI, so refresh after changing a notebook or the library.
+Cells run in the notebook's folder; volatile metadata (per-cell timestamps) is not recorded.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def refresh(path):
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=1200, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        start = time.perf_counter()
+        refresh(Path(arg))
+        print(f"{Path(arg).name:<40} {time.perf_counter() - start:7.1f} s  refreshed", flush=True)
