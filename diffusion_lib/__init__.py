@@ -9,6 +9,7 @@ Timesteps are the paper's t = 1..T everywhere; x_0 is data. See README.md for th
 """
 
 from .data import TAU_RANGE, AffineScaling, roll_curve, swiss_roll, swiss_roll_scaling
+from .diagnostics import PriorSummary, first_step_below, prior_table, summarize_prior
 from .forward import q_chain, q_marginal, q_sample, q_step
 from .likelihood import (
     DECODERS,
@@ -34,7 +35,14 @@ from .posterior import (
 )
 from .reverse import VARIANCES, ReverseStep, p_mean_variance, reverse_variance
 from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule
-from .vlb import BoundTerms, bound_terms, gaussian_data_denoiser, gaussian_entropy, model_step
+from .vlb import (
+    BoundTerms,
+    bound_terms,
+    gaussian_bound_exact,
+    gaussian_data_denoiser,
+    gaussian_entropy,
+    model_step,
+)
 
 __version__ = "0.1.0"
 

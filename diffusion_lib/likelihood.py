@@ -38,7 +38,7 @@ def normal_kl(mean1, logvar1, mean2, logvar2):
 
 def gaussian_log_likelihood(x, mean, log_var):
     """log N(x; mean, exp(log_var)) elementwise, in nats: the density for continuous data."""
-    x, mean, log_var = x.double(), mean.double(), torch.as_tensor(log_var).double()
+    x, mean, log_var = x.double(), mean.double(), torch.as_tensor(log_var, dtype=torch.float64)
     return -0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 * torch.exp(-log_var))
 
 
@@ -57,7 +57,7 @@ def discretized_gaussian_log_likelihood(x, mean, log_var, levels=256):
     Each value x owns the bin [x - delta, x + delta], delta = 1 / (levels - 1); the end bins extend to
     -inf and +inf. This is the decoder for 8-bit images (levels = 256); continuous data has no bins.
     """
-    x, mean, log_var = x.double(), mean.double(), torch.as_tensor(log_var).double()
+    x, mean, log_var = x.double(), mean.double(), torch.as_tensor(log_var, dtype=torch.float64)
     if (x.abs() > 1 + 1e-6).any():
         raise ValueError("discretized likelihood needs data scaled to [-1, 1]")
     delta = 1.0 / (levels - 1)
@@ -89,7 +89,7 @@ def vlb_term(sched, x0, xt, t, model_mean, model_log_var, decoder="gaussian", le
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
     t = check_t(t, sched.T, x0.shape[0])
     t_batch = t.expand(x0.shape[0]) if t.ndim == 0 else t
-    model_log_var = torch.as_tensor(model_log_var).expand_as(x0)
+    model_log_var = torch.as_tensor(model_log_var, dtype=torch.float64).expand_as(x0)
     true_mean, _ = q_posterior(sched, x0, xt, t_batch)
     true_log_var = gather(sched.log_beta_tilde_clipped, t_batch, x0.double())
     kl = sum_flat(normal_kl(true_mean, true_log_var, model_mean, model_log_var))

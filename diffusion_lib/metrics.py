@@ -31,14 +31,19 @@ def two_sample_test(x, y, num_permutations=200, seed=0):
     x, y = x.double().reshape(x.shape[0], -1), y.double().reshape(y.shape[0], -1)
     pooled = torch.cat([x, y])
     dist = torch.cdist(pooled, pooled)
-    n = x.shape[0]
-
-    def statistic(idx):
-        a, b = idx[:n], idx[n:]
-        return float(2 * dist[a][:, b].mean() - dist[a][:, a].mean() - dist[b][:, b].mean())
-
-    observed = statistic(torch.arange(pooled.shape[0]))
+    n, m = x.shape[0], y.shape[0]
     gen = torch.Generator().manual_seed(seed)
-    exceed = sum(statistic(torch.randperm(pooled.shape[0], generator=gen)) >= observed
-                 for _ in range(num_permutations))
+    # row 0 is the observed labelling, the others random relabellings; z[k] marks the "x" points
+    perms = [torch.arange(n + m)] + [torch.randperm(n + m, generator=gen) for _ in range(num_permutations)]
+    z = torch.zeros(len(perms), n + m, dtype=torch.float64)
+    for k, perm in enumerate(perms):
+        z[k, perm[:n]] = 1.0
+    # the three sums of distances are quadratic forms in z: one matrix product for all relabellings
+    dz = z @ dist
+    sum_xx = (dz * z).sum(dim=1)
+    sum_xy = (dz * (1 - z)).sum(dim=1)
+    sum_yy = dist.sum() - 2 * sum_xy - sum_xx
+    stats = 2 * sum_xy / (n * m) - sum_xx / n ** 2 - sum_yy / m ** 2
+    observed = float(stats[0])
+    exceed = int((stats[1:] >= observed).sum())
     return TwoSampleResult(statistic=observed, p_value=(1 + exceed) / (1 + num_permutations))

@@ -98,3 +98,35 @@ def gaussian_entropy(data_var, num_dims):
     """Differential entropy of N(0, data_var I) in num_dims dimensions, in nats: D/2 log(2 pi e s^2)."""
     return 0.5 * num_dims * math.log(2 * math.pi * math.e * data_var)
 
+
+def gaussian_bound_exact(sched, data_var, num_dims, var_type="fixed_small"):
+    """The expected bound terms for data x_0 ~ N(0, data_var I) and its exact denoiser, in closed form.
+
+    With s^2 = data_var, r_t = Var(x_0 | x_t) = s^2 (1 - alpha_bar_t) / (alpha_bar_t s^2 + 1 - alpha_bar_t),
+    c_t the x_0 coefficient of mu_tilde_t [Ho20, Eq. 7] and sigma_t^2 the reverse variance of `var_type`,
+    each term is num_dims times
+        E[L_T]     = 1/2 (alpha_bar_T s^2 - alpha_bar_T - log(1 - alpha_bar_T))
+        E[L_{t-1}] = 1/2 (log(sigma_t^2 / beta_tilde_t) + (beta_tilde_t + c_t^2 r_t) / sigma_t^2 - 1),  t >= 2
+        E[L_0]     = 1/2 (log(2 pi sigma_1^2) + r_1 / sigma_1^2)
+    These are the expectations that `bound_terms(sched, gaussian_data_denoiser(sched, data_var), x0)`
+    estimates by sampling. Returns BoundTerms for one "example": prior (1,), steps (T, 1), in nats.
+    """
+    from .reverse import reverse_variance
+
+    if not (math.isfinite(data_var) and data_var > 0):
+        raise ValueError(f"data_var must be a positive finite variance, got {data_var!r}")
+    if var_type not in ("fixed_small", "fixed_large"):
+        raise ValueError(f"the exact bound needs a fixed variance: 'fixed_small' or 'fixed_large', got {var_type!r}")
+    t = torch.arange(1, sched.T + 1)
+    alpha_bar = sched.alpha_bar[t]
+    r = data_var * (1 - alpha_bar) / (alpha_bar * data_var + 1 - alpha_bar)
+    var, log_var = reverse_variance(sched, t, torch.zeros(sched.T, 1, dtype=torch.float64), var_type)
+    var, log_var = var[:, 0], log_var[:, 0]
+    # t >= 2 only: beta_tilde_1 = 0, and the term at t = 1 is the decoder L_0, not a KL
+    beta_tilde, c = sched.beta_tilde[t][1:], sched.posterior_coef_x0[t][1:]
+    kl = 0.5 * (log_var[1:] - beta_tilde.log() + (beta_tilde + c ** 2 * r[1:]) / var[1:] - 1)
+    decoder = 0.5 * (math.log(2 * math.pi) + log_var[:1] + r[:1] / var[:1])
+    alpha_bar_T = sched.alpha_bar[-1]
+    prior = 0.5 * (alpha_bar_T * data_var - alpha_bar_T - torch.log1p(-alpha_bar_T))
+    steps = num_dims * torch.cat([decoder, kl])
+    return BoundTerms(prior=(num_dims * prior).reshape(1), steps=steps.reshape(sched.T, 1))
