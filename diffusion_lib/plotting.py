@@ -7,6 +7,7 @@ Each takes `ax=None` (a new figure if omitted) and returns its Axes or Figure. N
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import torch
 from matplotlib.animation import FuncAnimation, PillowWriter
 
 DATA_COLOR = "#1f4e79"
@@ -80,17 +81,103 @@ def save_gif(snapshots, path, limits=LIMITS, title="forward process", fps=8, col
     return path
 
 
-def plot_schedule_curve(sched, values, ax=None, ylabel=None, logy=False, label=None, title=None):
-    """Plot a length-(T + 1) schedule quantity against t = 1..T (slot 0 is padding, not drawn)."""
+def plot_schedule_curve(sched, values, ax=None, ylabel=None, logy=False, label=None, title=None,
+                        fraction=False, **line_kwargs):
+    """Plot a length-(T + 1) schedule quantity against t = 1..T (slot 0 is padding, not drawn).
+
+    With fraction=True the x axis is t / T, so schedules of different lengths line up. Extra keyword
+    arguments (linestyle, marker, color...) go to `ax.plot`.
+    """
     ax = _axes(ax, figsize=(5, 3.5))
-    ts = range(1, sched.T + 1)
-    color = SCHEDULE_COLORS.get(sched.name)
-    ax.plot(ts, values[1:].detach().cpu(), label=label or f"{sched.name}, T={sched.T}", color=color)
-    ax.set_xlabel("timestep $t$")
+    ts = torch.arange(1, sched.T + 1, dtype=torch.float64)
+    if fraction:
+        ts = ts / sched.T
+    line_kwargs.setdefault("color", SCHEDULE_COLORS.get(sched.name))
+    ax.plot(ts, values[1:].detach().cpu(), label=label or f"{sched.name}, T={sched.T}", **line_kwargs)
+    ax.set_xlabel("fraction of the chain $t / T$" if fraction else "timestep $t$")
     if ylabel:
         ax.set_ylabel(ylabel)
     if logy:
         ax.set_yscale("log")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def plot_snapshot_grid(rows, limits=LIMITS, suptitle=None, colors=None, alpha=1.0):
+    """One row of panels per (label, snapshots) pair, snapshots a list of (t, x_t); returns the Figure.
+
+    Rows share axes and columns, so the same steps line up for a side-by-side comparison (for
+    example one row per schedule). `colors` maps a row label to its colour (default DATA_COLOR).
+    Opaque points (alpha=1) keep the PNG small: a 24-panel grid stays near 100 KB.
+    """
+    ncols = max(len(snapshots) for _, snapshots in rows)
+    height = 2.0 * len(rows) + (0.35 if suptitle else 0.0)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.9 * ncols, height), dpi=DPI,
+                             squeeze=False, sharex=True, sharey=True)
+    for r, (label, snapshots) in enumerate(rows):
+        color = (colors or {}).get(label, DATA_COLOR)
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c >= len(snapshots):
+                ax.set_visible(False)
+                continue
+            t, x = snapshots[c]
+            plot_points(x, ax=ax, title=f"$t = {t}$", limits=limits, color=color, alpha=alpha)
+            ax.set_ylabel(f"{label}\n$x^{{(2)}}$")
+            ax.label_outer()
+    if suptitle:
+        fig.suptitle(suptitle)
+    # tight_layout renders a many-panel grid twice as fast as constrained layout; keep room for the title
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.35 / height if suptitle else 0.0)))
+    return fig
+
+
+def plot_arrows(start, end, ax=None, magnify=1.0, color=DATA_COLOR, title=None, limits=LIMITS, label=None):
+    """Arrows from 2-D points start (N, 2) towards end (N, 2), lengths multiplied by `magnify`; returns the Axes.
+
+    Diffusion steps are short, so arrows are usually magnified: say by how much in the title.
+    """
+    ax = _axes(ax)
+    start = start.detach().cpu()
+    delta = (end.detach().cpu() - start) * magnify
+    ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy", scale=1,
+              color=color, width=0.004, label=label)
+    if limits is not None:
+        ax.set_xlim(limits)
+        ax.set_ylim(limits)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x^{(1)}$")
+    ax.set_ylabel("$x^{(2)}$")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_curves(x, curves, ax=None, xlabel=None, ylabel=None, title=None, logx=False, logy=False,
+                colors=None, styles=None):
+    """One line per entry of `curves` (a dict label -> y values, each as long as x); returns the Axes.
+
+    Labels that name a schedule get its colour from SCHEDULE_COLORS unless `colors` (label -> colour)
+    says otherwise; `styles` (label -> line style) tells apart curves that share a colour. A legend is
+    drawn when there are several curves.
+    """
+    ax = _axes(ax, figsize=(5, 3.5))
+    colors, styles = colors or {}, styles or {}
+    for label, y in curves.items():
+        y = y.detach().cpu() if hasattr(y, "detach") else y
+        ax.plot(x, y, label=label, color=colors.get(label, SCHEDULE_COLORS.get(label)),
+                linestyle=styles.get(label, "-"))
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend(fontsize="small")
     return ax
