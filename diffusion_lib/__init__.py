@@ -43,14 +43,23 @@ from .vlb import (
     gaussian_entropy,
     model_step,
 )
+# the reverse process: models, training (Algorithm 1), sampling (Algorithm 2), evaluation
+from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
+from .evaluation import NLLBound, coverage_tv, nll_bound, on_roll_fraction, sample_metrics, sliced_wasserstein
+from .losses import LOSSES, TimestepSampler, training_losses
+from .models import MLP, timestep_embedding
+from .sampling import sample, sample_data, sample_loop, step_coefficients
+from .training import NonFiniteLossError, TrainConfig, Trainer, TrainRecord
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # `dl.plotting` is imported on first use, so the CLI and the tests do not pay for matplotlib
-    if name == "plotting":
+    # `dl.plotting` (and `dl.explorer`) are imported on first use, so the CLI and the tests do not pay
+    # for matplotlib; `dl.exercises` holds the check_* helpers for notebooks/exercises/
+    if name in ("plotting", "explorer", "exercises"):
         import importlib
 
-        return importlib.import_module(".plotting", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'diffusion_lib' has no attribute {name!r}")

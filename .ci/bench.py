@@ -1,0 +1,115 @@
+"""`make bench`: train the default recipe time-boxed, sample, evaluate, and print one table.
+
+    python .ci/bench.py [--out build/bench] [--skip-losses]
+
+Runs, each through the command line exactly as a user would:
+  default-60s   python -m diffusion_lib train --max-seconds 60          (the default recipe)
+  default-20s   python -m diffusion_lib train --max-seconds 20
+  vlb-60s       ... --loss vlb --importance-sampling --max-seconds 60  (learned variance; skipped with --skip-losses)
+  hybrid-60s    ... --loss hybrid --max-seconds 60   (learned variance; skipped with --skip-losses)
+then `sample --n 5000` and `evaluate --n 5000` for each, and finally the sampler's time per step
+for a batch of 5000 against one bare forward pass of the network on that batch.
+Targets (issue 4): 60 s: sw_ratio <= 1.3, on_roll >= 0.99, coverage <= 0.025; 20 s: sw_ratio <= 1.5,
+on_roll >= 0.95; vlb and hybrid bounds within 0.15 nats of the floor and below the simple loss's;
+sampler step <= 1.3 x forward pass. Timings need an otherwise idle machine (OMP_NUM_THREADS=2).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from diffusion_lib.checkpoints import load_checkpoint  # noqa: E402
+from diffusion_lib.sampling import sample  # noqa: E402
+
+RUNS = [("default-60s", ["--max-seconds", "60"]), ("default-20s", ["--max-seconds", "20"]),
+        # the bound's terms differ by orders of magnitude across t: importance sampling of t [ND21, Sec. 3.3]
+        ("vlb-60s", ["--loss", "vlb", "--importance-sampling", "--max-seconds", "60"]),
+        ("hybrid-60s", ["--loss", "hybrid", "--max-seconds", "60"])]
+
+
+def cli(*args):
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "diffusion_lib", *args], cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"`python -m diffusion_lib {' '.join(args)}` failed: {res.stderr.strip()}")
+    return time.perf_counter() - start
+
+
+def sampler_timing(run, n=5000, bare_calls=100):
+    """(bare forward ms, sampler ms per step, sampler wall seconds, T) for a batch of n.
+
+    The bare forward pass is the mean over bare_calls calls (varying t) measured just before and just
+    after the sampler, so both see the same machine load; a median would flatter the network.
+    """
+    ckpt = load_checkpoint(os.path.join(run, "model.pt"))
+    model, sched = ckpt.model, ckpt.sched
+    x = torch.randn(n, 2)
+
+    def bare():
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for i in range(bare_calls):
+                model(x, torch.full((n,), 1 + (i * 37) % sched.T, dtype=torch.int64))
+            return (time.perf_counter() - start) / bare_calls
+
+    before = bare()
+    start = time.perf_counter()
+    sample(sched, model, n, ckpt.config.prediction, ckpt.config.var, torch.Generator().manual_seed(0))
+    wall = time.perf_counter() - start
+    forward = (before + bare()) / 2
+    return 1e3 * forward, 1e3 * wall / sched.T, wall, sched.T
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
+    parser.add_argument("--skip-losses", action="store_true", help="only the two default-recipe runs")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    runs = RUNS[:2] if args.skip_losses else RUNS
+    results, failures = [], []
+    for name, flags in runs:
+        run = os.path.join(args.out, name)
+        try:
+            train_s = cli("train", *flags, "--seed", "0", "--out", run, "--force", "--quiet")
+            sample_s = cli("sample", "--run", run, "--n", "5000", "--seed", "1", "--out",
+                           os.path.join(run, "samples.npy"), "--force", "--quiet")
+            cli("evaluate", "--run", run, "--n", "5000", "--seed", "2", "--json", os.path.join(run, "eval.json"),
+                "--force", "--quiet")
+        except RuntimeError as err:  # a diverged run is a result too: report it and go on
+            failures.append((name, str(err)))
+            print(f"bench: {name} FAILED", file=sys.stderr, flush=True)
+            continue
+        with open(os.path.join(run, "eval.json")) as f:
+            results.append((name, train_s, sample_s, json.load(f)))
+        print(f"bench: {name} done", file=sys.stderr, flush=True)
+
+    floor = results[0][3]["entropy_floor"]
+    header = (f"{'run':<12} {'loss':<7} {'var':<12} {'steps':>6} {'sw_ratio':>8} {'on_roll':>8} {'coverage':>8} "
+              f"{'NLL bound':>10} {'gap':>7} {'train s':>7} {'sample s':>8}")
+    print(f"\nswiss roll, noise 0.5, n = 5000; entropy floor {floor:.4f} nats "
+          f"(+- {results[0][3]['entropy_floor_se']:.4f}); NLL bound in nats per example, raw coordinates")
+    print(header)
+    print("-" * len(header))
+    for name, train_s, sample_s, r in results:
+        print(f"{name:<12} {r['loss']:<7} {r['var']:<12} {r['steps']:>6} {r['sw_ratio']:>8.3f} {r['on_roll']:>8.4f} "
+              f"{r['coverage']:>8.4f} {r['nll_bound']:>10.4f} {r['gap_to_floor']:>7.4f} {train_s:>7.1f} {sample_s:>8.1f}")
+    for name, message in failures:
+        print(f"{name:<12} FAILED: {message.splitlines()[-1]}")
+    forward_ms, step_ms, wall, T = sampler_timing(os.path.join(args.out, "default-60s"))
+    print(f"\nsampler, batch 5000, T = {T}: {step_ms:.2f} ms per step vs {forward_ms:.2f} ms for one bare forward "
+          f"pass (ratio {step_ms / forward_ms:.2f}); {wall:.1f} s for 5000 samples")
+    print("(train s and sample s are wall times of the CLI commands, including start-up)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
