@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: venv notebooks bench-notebooks refresh-notebooks test test-fast lab constraints clean
+.PHONY: venv notebooks bench bench-notebooks refresh-notebooks test test-fast lab constraints clean
+.PHONY: venv-site exercises lint site test-site
 
 venv: $(STAMP)
 
@@ -25,6 +26,10 @@ notebooks: venv
 ## the same, as a benchmark: the time each notebook takes on OMP_NUM_THREADS=2
 bench-notebooks: notebooks
 
+## the reverse-process benchmark of issue 4: train 60 s and 20 s, sample 5000, evaluate; one table
+bench: venv
+	$(BIN)/python .ci/bench.py
+
 ## maintainers: re-execute the committed notebooks in place (after changing one, or the library)
 NB ?= notebooks/[0-9]*.ipynb
 refresh-notebooks: venv
@@ -37,6 +42,30 @@ test: venv
 ## unit tests only
 test-fast: venv
 	$(BIN)/python -m pytest tests -m "not slow"
+
+## student exercise notebooks: notebooks/solutions/ -> notebooks/exercises/ (solutions replaced by stubs)
+exercises: venv
+	$(BIN)/python .ci/make_exercises.py
+
+## the pre-commit checks without pre-commit: ruff, nbstripout --verify, exercises current
+lint: venv
+	$(BIN)/python -m pytest -q tests/test_hygiene.py tests/test_exercises.py -k "ruff or stripped or metadata or current"
+
+## the packages that build the book (Sphinx, myst-nb, a book theme, MathJax for offline reading)
+SITE_STAMP := $(VENV)/.installed-site
+venv-site: $(SITE_STAMP)
+
+$(SITE_STAMP): $(STAMP)
+	$(BIN)/pip install --disable-pip-version-check -q -c .ci/constraints.txt -e ".[site]"
+	touch $(SITE_STAMP)
+
+## the HTML book of all notebooks with their stored outputs, offline: build/site/index.html
+site: venv-site
+	$(BIN)/python .ci/build_site.py
+
+## build the book and check it in headless Chromium (apt-get install chromium); screenshots in build/site-check/
+test-site: venv-site
+	REQUIRE_CHROMIUM=1 $(BIN)/python -m pytest -m site tests/test_site.py
 
 lab: venv
 	$(BIN)/jupyter lab notebooks

@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=2 python .ci/refresh_notebooks.py notebooks/01_forward_process.ipynb ...
 
 The outputs are what nbval compares in CI, so refresh after changing a notebook or the library.
-Cells run in the notebook's folder; volatile metadata (per-cell timestamps) is not recorded.
+Cells run in the notebook's folder; volatile metadata (per-cell timestamps, widget state) is not recorded.
 """
 
 import sys
@@ -21,6 +21,8 @@ def refresh(path):
     client.execute()
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+    # widget state carries random model ids and a copy of every widget's output; nbstripout drops it too
+    nb.metadata.pop("widgets", None)
     nbformat.write(nb, path)
 
 

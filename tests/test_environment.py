@@ -28,7 +28,10 @@ def _pyproject_requirements():
 def _conda_requirements():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
-    return env, dict(_split(d.replace("=", "==", 1) if re.match(r"^[\w\-]+=[^=]", d) else d) for d in conda)
+    # packages that exist on PyPI only are listed in the pip: section (not options like --no-deps)
+    pip_only = [d for section in env["dependencies"] if isinstance(section, dict) for d in section["pip"]
+                if not d.startswith("-")]
+    return env, dict(_split(d.replace("=", "==", 1) if re.match(r"^[\w\-]+=[^=]", d) else d) for d in conda + pip_only)
 
 
 def test_environment_yml_mirrors_pyproject():
