@@ -51,6 +51,25 @@ from .losses import LOSSES, TimestepSampler, training_losses
 from .models import MLP, timestep_embedding
 from .sampling import sample, sample_data, sample_loop, step_coefficients
 from .training import NonFiniteLossError, TrainConfig, Trainer, TrainRecord
+# the optimal denoiser and the floor of the loss; faster sampling (respacing, DDIM)
+from .optimal import (
+    IrreducibleLoss,
+    irreducible_simple_loss,
+    memorising_denoiser,
+    memorising_x0,
+    optimal_denoiser,
+    optimal_eps,
+    optimal_x0,
+)
+from .respacing import (
+    DDIMCoefficients,
+    Respaced,
+    ddim_coefficients,
+    ddim_loop,
+    ddim_sample,
+    respace,
+    space_timesteps,
+)
 
 __version__ = "0.1.0"
 

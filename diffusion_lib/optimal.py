@@ -1,0 +1,169 @@
+"""The Bayes-optimal denoiser of the swiss roll, the floor of the simple loss, and the memorising denoiser.
+
+Contents: `optimal_x0`, `optimal_eps`, `optimal_denoiser`, `IrreducibleLoss`, `irreducible_simple_loss`,
+`memorising_x0`, `memorising_denoiser`.
+
+In model coordinates (x_0 = (raw - shift) / scale, see `data`) the roll given tau is
+x_0 | tau ~ N(m(tau), s^2 I) with m = (c(tau) - shift) / scale, s = noise / scale, so [Ho20, Eq. 4]
+
+    x_t | tau ~ N(sqrt(ab) m(tau), v_t I),   v_t = ab s^2 + 1 - ab,   ab = alpha_bar_t
+    E[x_0 | x_t, tau] = m + sqrt(ab) s^2 / v_t (x_t - sqrt(ab) m)        (Gaussian conditioning)
+    E[x_0 | x_t] = int w(tau | x_t) E[x_0 | x_t, tau] dtau,  w ∝ N(x_t; sqrt(ab) m(tau), v_t I)
+
+with tau uniform on TAU_RANGE. The integral uses the trapezoidal nodes of `density` (softmax of the
+log-likelihoods plus log quadrature weights), float64, chunked over the batch. E[eps | x_t] follows
+from E[x_0 | x_t] by the linear map of [Ho20, Eq. 4] (`posterior.eps_from_x0`).
+
+The memorising denoiser is the same posterior mean when the data distribution is the empirical one of
+a finite training set: a softmax-weighted average of the training points.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .data import TAU_RANGE, roll_curve
+from .density import CHUNK, NUM_NODES, _nodes
+from .indexing import check_data, check_t, gather
+from .posterior import eps_from_x0
+
+
+def _roll_nodes(scaling, num_nodes):
+    """Quadrature nodes m_k = m(tau_k) in model coordinates (K, 2) and log trapezoid weights (K,)."""
+    _, curve = _nodes(num_nodes)
+    m = scaling.to_model(curve)
+    log_w = torch.zeros(num_nodes, dtype=torch.float64)
+    log_w[[0, -1]] = math.log(0.5)  # trapezoidal end weights (the common spacing h cancels in the softmax)
+    return m, log_w
+
+
+def _mixture_x0(xt, alpha_bar_t, centres, log_w, s2):
+    """E[x_0 | x_t] when x_0 ~ sum_k w_k N(centres_k, s2 I): float64 (B, D).
+
+    xt (B, D) float64; alpha_bar_t (B, 1) or 0-d; centres (K, D); log_w (K,) unnormalised log weights.
+    """
+    out = torch.empty_like(xt)
+    ab = alpha_bar_t.expand(xt.shape[0], 1) if alpha_bar_t.ndim else alpha_bar_t.reshape(1, 1).expand(xt.shape[0], 1)
+    sq_norm = centres.pow(2).sum(dim=1)  # (K,)
+    for start in range(0, xt.shape[0], CHUNK):
+        x, a = xt[start:start + CHUNK], ab[start:start + CHUNK]
+        v = a * s2 + 1 - a  # (b, 1) variance of x_t given the component
+        # log N(x_t; sqrt(ab) c_k, v I) up to terms constant in k; no |x_t|^2, so no cancellation
+        logits = log_w + (2 * a.sqrt() * (x @ centres.T) - a * sq_norm) / (2 * v)  # (b, K)
+        mean_centre = torch.softmax(logits, dim=1) @ centres  # (b, D) posterior mean of the centre
+        gain = a.sqrt() * s2 / v
+        out[start:start + CHUNK] = mean_centre + gain * (x - a.sqrt() * mean_centre)
+    return out
+
+
+def _prepare(xt, t, sched):
+    check_data("xt", xt)
+    if xt.ndim != 2:
+        raise ValueError(f"xt must be points of shape (B, D), got shape {tuple(xt.shape)}")
+    t = check_t(t, sched.T, xt.shape[0])
+    xt64 = xt.double()
+    return xt64, t, gather(sched.alpha_bar, t, xt64)
+
+
+def optimal_x0(xt, t, sched, scaling, noise=0.5, num_nodes=NUM_NODES):
+    """E[x_0 | x_t] for the swiss roll, in model coordinates: float64 (B, 2).
+
+    Args: xt (B, 2) model coordinates; t int or (B,) in 1..T; scaling the AffineScaling of the data;
+    noise the roll's noise std in raw coordinates (0 allowed: then x_0 lies on the curve).
+    """
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite standard deviation >= 0, got {noise!r}")
+    xt64, t, alpha_bar_t = _prepare(xt, t, sched)
+    m, log_w = _roll_nodes(scaling, num_nodes)
+    return _mixture_x0(xt64, alpha_bar_t, m, log_w, (noise / scaling.scale) ** 2)
+
+
+def optimal_eps(xt, t, sched, scaling, noise=0.5, num_nodes=NUM_NODES):
+    """E[eps | x_t] = (x_t - sqrt(alpha_bar_t) E[x_0 | x_t]) / sqrt(1 - alpha_bar_t): float64 (B, 2)."""
+    x0 = optimal_x0(xt, t, sched, scaling, noise, num_nodes)
+    return eps_from_x0(sched, xt.double(), t, x0)
+
+
+def optimal_denoiser(sched, scaling, noise=0.5, num_nodes=NUM_NODES):
+    """The Bayes-optimal eps-predicting model(xt, t) for the swiss roll (output in xt's dtype).
+
+    Use it wherever a trained network goes: `dl.sample(sched, model, n)`, `dl.bound_terms(...)`.
+    Each call costs B x num_nodes; the trapezoid error is O(h^2) (the ends of TAU_RANGE): against 32001
+    nodes the largest eps error is ~1e-5 at the default 8001 and ~5e-4 at num_nodes=2001, 8x faster.
+    """
+    m, log_w = _roll_nodes(scaling, num_nodes)
+    s2 = (noise / scaling.scale) ** 2
+
+    def model(xt, t):
+        xt64, t, alpha_bar_t = _prepare(xt, t, sched)
+        x0 = _mixture_x0(xt64, alpha_bar_t, m, log_w, s2)
+        return eps_from_x0(sched, xt64, t, x0).to(xt.dtype)
+
+    return model
+
+
+@dataclass
+class IrreducibleLoss:
+    """min over all eps_theta of the simple loss at each t, estimated by Monte Carlo."""
+
+    t: torch.Tensor  # (N,) int64 timesteps
+    loss: torch.Tensor  # (N,) float64 E||eps - E[eps | x_t]||^2 / D, per dimension like `training_losses`
+    stderr: torch.Tensor  # (N,) float64 standard error of each estimate
+
+
+def irreducible_simple_loss(sched, scaling, noise=0.5, ts=None, n=2000, generator=None, num_nodes=NUM_NODES):
+    """E||eps - E[eps | x_t]||^2 / D at each t in ts: the floor of the simple loss [Ho20, Eq. 14].
+
+    Per dimension (the mean over the D = 2 coordinates, as `losses.training_losses` reports it), so a
+    network's per-t simple loss minus this is its excess. Each t uses n fresh (tau, n, eps) draws from
+    `generator`, with |eps|^2 / D - 1 as a control variate. Two bounds hold at every t (ab = alpha_bar_t, s = noise / scale):
+    ab s^2 / (ab s^2 + 1 - ab) <= loss <= ab, from knowing tau and from the best linear denoiser of
+    unit-variance data; so the floor tends to 1 as t -> 0 (the step's noise is far below the data
+    noise) and to 0 at t = T (x_T is almost eps).
+
+    Args: ts timesteps in 1..T (default all of them: T x n x num_nodes work, so pass ~20 for a curve);
+    n draws per t; generator a torch.Generator (same state, same numbers). Returns IrreducibleLoss.
+    """
+    ts = torch.arange(1, sched.T + 1) if ts is None else check_t(torch.as_tensor(ts).reshape(-1), sched.T)
+    model = optimal_denoiser(sched, scaling, noise, num_nodes)
+    loss, stderr = torch.empty(len(ts), dtype=torch.float64), torch.empty(len(ts), dtype=torch.float64)
+    for i, t in enumerate(ts.tolist()):
+        tau = torch.rand(n, generator=generator, dtype=torch.float64) * (TAU_RANGE[1] - TAU_RANGE[0]) + TAU_RANGE[0]
+        raw = roll_curve(tau) + noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        ab = float(sched.alpha_bar[t])
+        xt = math.sqrt(ab) * scaling.to_model(raw) + math.sqrt(1 - ab) * eps
+        direct = (eps - model(xt, t)).pow(2).mean(dim=1)
+        # control variate |eps|^2 / D - 1 (mean exactly 0): at small t the error is almost all of eps,
+        # so subtracting it removes most of the variance; c is the regression coefficient (bias O(1/n))
+        control = eps.pow(2).mean(dim=1) - 1
+        c = ((direct - direct.mean()) * control).mean() / control.var()
+        per_example = direct - c * control
+        loss[i], stderr[i] = per_example.mean(), per_example.std() / math.sqrt(n)
+    return IrreducibleLoss(t=ts.clone(), loss=loss, stderr=stderr)
+
+
+def memorising_x0(xt, t, sched, train_x0):
+    """E[x_0 | x_t] when x_0 is uniform over the training points train_x0 (N, D): float64 (B, D).
+
+    A softmax over i of -|x_t - sqrt(ab) x_0^i|^2 / (2 (1 - ab)) weights the training points; as
+    t -> 1 it picks the training point nearest to x_t / sqrt(ab), so sampling reproduces the training set.
+    """
+    check_data("train_x0", train_x0)
+    xt64, t, alpha_bar_t = _prepare(xt, t, sched)
+    train = train_x0.double().reshape(train_x0.shape[0], -1)
+    log_w = torch.zeros(train.shape[0], dtype=torch.float64)
+    return _mixture_x0(xt64, alpha_bar_t, train, log_w, 0.0)
+
+
+def memorising_denoiser(sched, train_x0):
+    """The ideal eps-predicting model(xt, t) for the empirical distribution of train_x0 (N, D), model coordinates."""
+    check_data("train_x0", train_x0)
+    train = train_x0.double().detach().clone()
+
+    def model(xt, t):
+        x0 = memorising_x0(xt, t, sched, train)
+        return eps_from_x0(sched, xt.double(), t, x0).to(xt.dtype)
+
+    return model
