@@ -77,13 +77,12 @@ class ScheduleExplorer:
         return draw_explorer_frame(self.schedule.value, self.T.value, self.t.value, self.x0, self.eps, fig=fig)
 
     def _redraw(self, change=None):
-        from IPython.display import clear_output, display
-
-        with self.output:
-            clear_output(wait=True)
-            fig = self.frame()
-            display(fig)
-            plt.close(fig)
+        fig = self.frame()
+        # set the Output widget's outputs directly: its capture context (`with self.output:`) hooks the
+        # kernel's streams and hung a papermill run without a frontend (cosine, T = 1000)
+        self.output.outputs = ()
+        self.output.append_display_data(fig)
+        plt.close(fig)
         self.redraws += 1
 
     def show(self):
