@@ -33,7 +33,8 @@ def main():
         start = time.perf_counter()
         try:
             papermill.execute_notebook(str(nb), str(args.out / nb.name), parameters=params,
-                                       cwd=str(args.out), progress_bar=False, kernel_name="python3")
+                                       cwd=str(args.out), progress_bar=False, kernel_name="python3",
+                                       execution_timeout=1200)
             status = "ok"
         except Exception as err:  # report every notebook, then fail
             status = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"

@@ -61,6 +61,7 @@ from .optimal import (
     optimal_eps,
     optimal_x0,
 )
+from .clipping import clip_x0_denoiser
 from .respacing import (
     DDIMCoefficients,
     Respaced,

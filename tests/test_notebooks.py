@@ -68,5 +68,6 @@ def test_notebook_runs_with_other_settings(nb, schedule, T, tmp_path):
     papermill = pytest.importorskip("papermill")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     papermill.execute_notebook(str(nb), str(tmp_path / nb.name), parameters={"SCHEDULE": schedule, "T": T},
-                               cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+                               cwd=str(tmp_path), progress_bar=False, kernel_name="python3",
+                               execution_timeout=600)  # a hung cell fails the test instead of stalling CI
     # papermill raises PapermillExecutionError naming the failing cell and its traceback
