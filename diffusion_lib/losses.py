@@ -19,6 +19,7 @@ from .forward import q_sample
 from .likelihood import vlb_term
 from .posterior import q_posterior
 from .reverse import p_mean_variance
+from .vlb import split_output
 
 LOSSES = ("simple", "vlb", "hybrid")
 HYBRID_LAMBDA = 0.001  # [ND21, Sec. 3.1]
@@ -64,14 +65,7 @@ def training_losses(sched, model, x0, t, eps, loss="simple", prediction="eps", v
     The bound term L_{t-1} (B,) is returned for importance sampling (None for the simple loss).
     """
     xt = q_sample(sched, x0, t, eps)
-    out = model(xt, t)
-    v = None
-    if var == "learned":
-        if not isinstance(out, tuple):
-            raise ValueError('var "learned" needs a model that returns (prediction, v)')
-        out, v = out
-    elif isinstance(out, tuple):
-        out = out[0]
+    out, v = split_output(model(xt, t), var)
     D = x0[0].numel()
     if loss in ("simple", "hybrid"):
         if prediction == "eps":

@@ -24,11 +24,8 @@ def _axes(ax, figsize=(4, 4)):
     return ax
 
 
-def plot_points(x, ax=None, title=None, color=DATA_COLOR, limits=LIMITS, label=None, alpha=0.5):
-    """Scatter 2-D points (N, 2) with equal axes; returns the Axes."""
-    ax = _axes(ax)
-    x = x.detach().cpu()
-    ax.scatter(x[:, 0], x[:, 1], s=POINT_SIZE, color=color, alpha=alpha, label=label, linewidths=0)
+def _style_plane(ax, limits, title):
+    """Equal axes over `limits` (None: automatic), labelled x^(1), x^(2); returns the Axes."""
     if limits is not None:
         ax.set_xlim(limits)
         ax.set_ylim(limits)
@@ -38,6 +35,14 @@ def plot_points(x, ax=None, title=None, color=DATA_COLOR, limits=LIMITS, label=N
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_points(x, ax=None, title=None, color=DATA_COLOR, limits=LIMITS, label=None, alpha=0.5):
+    """Scatter 2-D points (N, 2) with equal axes; returns the Axes."""
+    ax = _axes(ax)
+    x = x.detach().cpu()
+    ax.scatter(x[:, 0], x[:, 1], s=POINT_SIZE, color=color, alpha=alpha, label=label, linewidths=0)
+    return _style_plane(ax, limits, title)
 
 
 def plot_snapshots(snapshots, limits=LIMITS, suptitle=None, color=DATA_COLOR):
@@ -143,15 +148,7 @@ def plot_arrows(start, end, ax=None, magnify=1.0, color=DATA_COLOR, title=None, 
     delta = (end.detach().cpu() - start) * magnify
     ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy", scale=1,
               color=color, width=0.004, label=label)
-    if limits is not None:
-        ax.set_xlim(limits)
-        ax.set_ylim(limits)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x^{(1)}$")
-    ax.set_ylabel("$x^{(2)}$")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _style_plane(ax, limits, title)
 
 
 def plot_curves(x, curves, ax=None, xlabel=None, ylabel=None, title=None, logx=False, logy=False,

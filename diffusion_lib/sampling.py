@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .reverse import VARIANCES, p_mean_variance, reverse_variance
+from .vlb import split_output
 
 
 @dataclass
@@ -72,11 +73,7 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
         yield sched.T, x
         t_batch = torch.empty(n, dtype=torch.int64)
         for t in ts:
-            out = model(x, t_batch.fill_(t))
-            if learned:
-                out, v = out
-            elif isinstance(out, tuple):
-                out = out[0]
+            out, v = split_output(model(x, t_batch.fill_(t)), var_type)
             mean = out * coef.b[t] + x * coef.a[t] if coef.a[t] != 0.0 else out * coef.b[t]
             if t == 1:
                 x = mean  # no noise at the last step [Ho20, Alg. 2]

@@ -17,18 +17,20 @@ from .likelihood import prior_kl, vlb_term
 from .reverse import p_mean_variance
 
 
+def split_output(out, var_type):
+    """(prediction, v) from a model's output: v only for var_type "learned", else None (see the contract above)."""
+    if var_type == "learned":
+        if not isinstance(out, tuple):
+            raise ValueError('var_type="learned" needs a model that returns (prediction, v)')
+        return out[0], out[1]
+    return (out[0] if isinstance(out, tuple) else out), None
+
+
 def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small"):
     """Call the model at (x_t, t) and turn its output into the reverse step p_theta(x_{t-1} | x_t)."""
     if isinstance(t, int):
         t = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
-    out = model(xt, t)
-    v = None
-    if var_type == "learned":
-        if not isinstance(out, tuple):
-            raise ValueError('var_type="learned" needs a model that returns (prediction, v)')
-        out, v = out
-    elif isinstance(out, tuple):
-        out = out[0]
+    out, v = split_output(model(xt, t), var_type)
     return p_mean_variance(sched, out, xt, t, prediction, var_type, v)
 
 
