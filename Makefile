@@ -5,10 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
+# the recipe of data/digits_unet.pt (notebook 10)
+DIGITS_RECIPE := --data digits --schedule cosine --T 1000 --width 16 --block resnet --batch-size 128 --lr 2e-3 \
+	--steps 6000 --seed 0 --quiet
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
 .PHONY: venv notebooks bench bench-notebooks refresh-notebooks test test-fast lab constraints clean
-.PHONY: venv-site exercises lint site test-site
+.PHONY: venv-site exercises lint site test-site digits-checkpoint digits-variants
 
 venv: $(STAMP)
 
@@ -29,6 +32,16 @@ bench-notebooks: notebooks
 ## the reverse-process benchmark of issue 4: train 60 s and 20 s, sample 5000, evaluate; one table
 bench: venv
 	$(BIN)/python .ci/bench.py
+
+## maintainers: the digits checkpoint and U-Net variants table in data/ (notebook 10; see data/README.md)
+digits-checkpoint: venv
+	OMP_NUM_THREADS=2 $(BIN)/python -m diffusion_lib train $(DIGITS_RECIPE) --out build/digits_unet --force
+	cp build/digits_unet/model.pt data/digits_unet.pt
+	cd data && sha256sum digits_unet.pt
+
+digits-variants: venv
+	OMP_NUM_THREADS=2 $(BIN)/python .ci/digits_variants.py
+	cd data && sha256sum digits_variants.csv
 
 ## maintainers: re-execute the committed notebooks in place (after changing one, or the library)
 NB ?= notebooks/[0-9]*.ipynb

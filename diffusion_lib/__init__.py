@@ -72,6 +72,11 @@ from .respacing import (
     space_timesteps,
 )
 
+# images: the 8x8 digits, a small U-Net, and a classifier to judge generated digits
+from .digits import DIGIT_LEVELS, Digits, digits_scaling, independent_pixel_nll, load_digits, quantize
+from .unet import UNet
+from .digit_quality import DigitQuality, classifier_accuracy, digit_quality, frechet_distance, train_classifier
+
 __version__ = "0.1.0"
 
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from .data import AffineScaling
-from .models import MLP
 from .schedules import make_schedule
-from .training import TrainConfig
+from .training import TrainConfig, build_model
 
 FORMAT_VERSION = 1
 _KEYS = ("format_version", "config", "scaling", "betas", "state_dict", "step")
@@ -101,7 +100,7 @@ def load_checkpoint(path, schedule=None, T=None):
             and torch.allclose(betas.double(), sched.beta[1:], rtol=1e-12, atol=0)):
         raise CheckpointError(f"{path} was trained with betas that differ from today's {config.schedule!r} "
                               f"schedule at T = {config.T}: its samples and bounds would be wrong")
-    model = MLP(2, config.hidden, config.emb_dim, learn_var=config.var == "learned")
+    model = build_model(config)
     try:
         model.load_state_dict(state["state_dict"])
     except (RuntimeError, KeyError, TypeError) as err:

@@ -4,6 +4,7 @@
     python -m diffusion_lib train --max-seconds 60 --out runs/b
     python -m diffusion_lib sample --run runs/a --n 5000 --seed 1 --out runs/a/samples.npy
     python -m diffusion_lib evaluate --run runs/a --n 5000 --seed 2 --json runs/a/eval.json
+    python -m diffusion_lib train --data digits --width 16 --block resnet --batch-size 128 --lr 2e-3 --out runs/d
 
 A run folder holds `model.pt` (see `checkpoints`) and `train_log.csv` (step, loss). Every file is
 written to a temporary name and moved into place, so an interrupted command leaves nothing
@@ -30,7 +31,8 @@ from .evaluation import nll_bound, sample_metrics
 from .reverse import VARIANCES
 from .sampling import sample_data
 from .schedules import SCHEDULES
-from .training import DATASETS, LOSSES, NonFiniteLossError, TrainConfig, Trainer
+from .training import DATA_SHAPES, DATASETS, LOSSES, NonFiniteLossError, TrainConfig, Trainer
+from .unet import BLOCKS
 
 CHECKPOINT = "model.pt"
 TRAIN_LOG = "train_log.csv"
@@ -77,7 +79,8 @@ def _ema_decay(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m diffusion_lib",
-                                     description="Train, sample and evaluate DDPMs on the 2-D swiss roll.")
+                                     description="Train, sample and evaluate DDPMs on the 2-D swiss roll "
+                                                 "or the 8x8 digits.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate}")
 
     train = sub.add_parser("train", help="train a model (Algorithm 1) into a run folder")
@@ -98,7 +101,12 @@ def build_parser():
     train.add_argument("--ema", type=_ema_decay, default=DEFAULTS.ema, help="EMA decay, 0 for none")
     train.add_argument("--importance-sampling", action="store_true", help="importance-sample t (vlb loss)")
     train.add_argument("--hidden", type=_positive_int, nargs="+", default=list(DEFAULTS.hidden),
-                       help="MLP layer widths")
+                       help="MLP layer widths (swiss roll)")
+    train.add_argument("--width", type=_positive_int, default=DEFAULTS.width, help="U-Net base channels (digits)")
+    train.add_argument("--block", choices=BLOCKS, default=DEFAULTS.block, help="U-Net block (digits)")
+    train.add_argument("--no-scale-shift", action="store_true",
+                       help="add the time embedding instead of AdaGN scale-shift (digits, resnet blocks)")
+    train.add_argument("--no-attention", action="store_true", help="no U-Net self-attention (digits)")
     train.add_argument("--seed", type=int, default=DEFAULTS.seed)
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,14 +116,16 @@ def build_parser():
     samp.add_argument("--n", type=_positive_int, default=5000)
     samp.add_argument("--seed", type=int, default=0)
     samp.add_argument("--var", choices=VARIANCES, default=None, help="override the run's reverse variance")
-    samp.add_argument("--out", required=True, help="output .npy file, an (N, 2) float array")
+    samp.add_argument("--out", required=True,
+                      help="output .npy file: (N, 2) points, or (N, 1, 8, 8) digits with intensities 0..16")
     samp.add_argument("--force", action="store_true", help="replace an existing output file")
     samp.add_argument("--quiet", action="store_true")
 
     ev = sub.add_parser("evaluate", help="NLL bound, entropy floor and sample metrics")
     ev.add_argument("--run", required=True)
     ev.add_argument("--n", type=_positive_int, default=5000, help="samples for the sample metrics")
-    ev.add_argument("--nll-n", type=_positive_int, default=2000, help="data points for the NLL bound")
+    ev.add_argument("--nll-n", type=_positive_int, default=2000,
+                    help="data points for the NLL bound (digits: at most the 360 held-out images)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--var", choices=VARIANCES, default=None, help="override the run's reverse variance")
     ev.add_argument("--json", default=None, help="write the results to this JSON file")
@@ -161,7 +171,8 @@ def cmd_train(args):
                              prediction=args.prediction, var=var, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, max_seconds=args.max_seconds,
                              ema=args.ema, importance_sampling=args.importance_sampling,
-                             hidden=tuple(args.hidden)).validate()
+                             hidden=tuple(args.hidden), width=args.width, block=args.block,
+                             scale_shift=not args.no_scale_shift, attention=not args.no_attention).validate()
     except ValueError as err:
         raise CLIError(str(err)) from err
     out = args.out
@@ -207,7 +218,7 @@ def _sample(ckpt, n, seed, var, quiet):
     cfg = ckpt.config
     generator = torch.Generator().manual_seed(seed)
     x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
-                    progress=not quiet)
+                    progress=not quiet, data_shape=DATA_SHAPES[cfg.data])
     if not torch.isfinite(x).all():
         raise CLIError("the sampler produced NaN or inf values: the model is broken; retrain it", code=1)
     return x
@@ -216,7 +227,12 @@ def _sample(ckpt, n, seed, var, quiet):
 def cmd_sample(args):
     _check_output(args.out, args.force)
     ckpt = _load_run(args.run)
-    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet).numpy()
+    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet)
+    if ckpt.config.data == "digits":
+        from .digits import quantize
+
+        x = quantize(x)  # the nearest of the 17 intensities
+    x = x.numpy()
     _write_atomic(args.out, lambda f: np.save(f, x))
     print(f"wrote {x.shape[0]} samples (raw data coordinates) to {args.out}")
 
@@ -225,6 +241,8 @@ def cmd_evaluate(args):
     if args.json is not None:
         _check_output(args.json, args.force)
     ckpt = _load_run(args.run)
+    if ckpt.config.data == "digits":
+        return _evaluate_digits(args, ckpt)
     cfg, var = ckpt.config, args.var or ckpt.config.var
     start = time.perf_counter()
     samples = _sample(ckpt, args.n, args.seed, var, args.quiet)
@@ -247,11 +265,45 @@ def cmd_evaluate(args):
             ("sliced-W ratio", f"{metrics['sw_ratio']:.3f} (fresh data ~1)"),
             ("on-roll fraction", f"{metrics['on_roll']:.4f} (fresh data ~0.997)"),
             ("coverage TV", f"{metrics['coverage']:.4f} (fresh data ~0.014)")]
+    return _report(args, rows, result)
+
+
+def _report(args, rows, result):
     print("\n".join(f"{name:<17} {value}" for name, value in rows))
     if args.json is not None:
         _write_atomic(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
         print(f"wrote {args.json}")
     return result
+
+
+def _evaluate_digits(args, ckpt):
+    """Bits per dimension on held-out digits (discretized decoder, 17 levels) and classifier-based quality."""
+    from .digit_quality import classifier_accuracy, digit_quality, train_classifier
+    from .digits import DIGIT_LEVELS, load_digits, quantize
+
+    cfg, var = ckpt.config, args.var or ckpt.config.var
+    start = time.perf_counter()
+    train, test = load_digits("train"), load_digits("test")
+    samples = quantize(_sample(ckpt, args.n, args.seed, var, args.quiet))
+    classifier = train_classifier(train, seed=args.seed)
+    quality = digit_quality(classifier, samples, test, seed=args.seed)
+    bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, test.images[:args.nll_n], cfg.prediction, var,
+                      torch.Generator().manual_seed(args.seed), progress=not args.quiet, decoder="discretized",
+                      levels=DIGIT_LEVELS, batch_size=120).summary()
+    result = {"run": args.run, "data": "digits", "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
+              "var": var, "steps": ckpt.step, "n": args.n, "nll_n": min(args.nll_n, len(test)), "seed": args.seed,
+              **bound, "classifier_accuracy": classifier_accuracy(classifier, test), **dataclasses.asdict(quality),
+              "seconds": time.perf_counter() - start}
+    rows = [("NLL bound", f"{bound['nll_bound_bpd']:.4f} bits/dim ({bound['nll_bound']:.2f} "
+                          f"+- {bound['nll_bound_se']:.2f} nats per image)"),
+            ("  L_T", f"{bound['L_T']:.4f} nats"), ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"),
+            ("  L_0", f"{bound['L_0']:.4f} nats (discretized, 17 levels)"),
+            ("classifier", f"{result['classifier_accuracy']:.3f} held-out accuracy"),
+            ("class counts", " ".join(str(c) for c in quality.class_counts)),
+            ("class TV", f"{quality.class_tv:.3f} (uniform 0)"),
+            ("confidence", f"{quality.confidence:.3f} (mean top-class probability)"),
+            ("Frechet", f"{quality.frechet:.1f} (real vs real floor {quality.frechet_floor:.1f})")]
+    return _report(args, rows, result)
 
 
 def main(argv=None):

@@ -36,7 +36,7 @@ import torch
 from .data import TAU_RANGE, swiss_roll
 from .density import nearest_on_roll
 from .likelihood import bits_per_dim
-from .vlb import bound_terms
+from .vlb import BoundTerms, bound_terms
 
 NUM_DIRECTIONS = 128  # projection directions for the sliced Wasserstein distance
 ON_ROLL_BAND = 3.0  # "on the roll": within this many noise standard deviations of the curve
@@ -51,7 +51,7 @@ class NLLBound:
 
     prior: torch.Tensor  # L_T
     diffusion: torch.Tensor  # sum_{t=2..T} L_{t-1}
-    decoder: torch.Tensor  # L_0 + D log(scale): the only part that depends on the coordinates
+    decoder: torch.Tensor  # L_0, + D log(scale) for continuous data: the only part that depends on the coordinates
     num_dims: int
 
     @property
@@ -69,13 +69,24 @@ class NLLBound:
 
 
 def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_small", generator=None,
-              progress=False):
-    """The bound on -log p(x) for raw points x_raw (N, D), over every t (not one random t): an NLLBound."""
+              progress=False, decoder="gaussian", levels=256, batch_size=None):
+    """The bound on -log p(x) for raw data x_raw (N, ...), over every t (not one random t): an NLLBound.
+
+    decoder "gaussian": continuous data, a bound on the density in raw coordinates (L_0 gains
+    D log(scale)); "discretized": data on `levels` values (the digits: 17), a bound on -log P(x), which
+    no change of coordinates alters. batch_size splits x_raw to bound memory (all at once by default).
+    """
     x0 = scaling.to_model(torch.as_tensor(x_raw).double()).float()
-    terms = bound_terms(sched, model, x0, prediction, var_type, generator=generator, progress=progress)
+    chunks = x0.split(batch_size or max(x0.shape[0], 1))
+    parts = [bound_terms(sched, model, chunk, prediction, var_type, decoder, generator, progress, levels)
+             for chunk in chunks]
+    terms = BoundTerms(prior=torch.cat([p.prior for p in parts]), steps=torch.cat([p.steps for p in parts], dim=1))
     D = x0[0].numel()
-    decoder = torch.as_tensor(scaling.nll_to_data(terms.decoder, D))
-    return NLLBound(prior=terms.prior, diffusion=terms.diffusion, decoder=decoder, num_dims=D)
+    if decoder == "discretized":
+        decoder_nats = terms.decoder
+    else:
+        decoder_nats = torch.as_tensor(scaling.nll_to_data(terms.decoder, D))
+    return NLLBound(prior=terms.prior, diffusion=terms.diffusion, decoder=decoder_nats, num_dims=D)
 
 
 def _sorted_projections(x, num_directions):

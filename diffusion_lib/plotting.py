@@ -178,3 +178,44 @@ def plot_curves(x, curves, ax=None, xlabel=None, ylabel=None, title=None, logx=F
     if len(curves) > 1:
         ax.legend(fontsize="small")
     return ax
+
+
+IMAGE_CMAP = "gray_r"  # digits: ink dark on white paper, as scikit-learn shows them
+
+
+def tile_images(images, ncols, pad=1, fill=float("nan")):
+    """(N, 1, H, W) images -> one (rows (H + pad), ncols (W + pad)) array, row by row, NaN between tiles."""
+    images = torch.as_tensor(images).double()[:, 0]
+    n, h, w = images.shape
+    nrows = -(-n // ncols)
+    canvas = torch.full((nrows * (h + pad) - pad, ncols * (w + pad) - pad), fill, dtype=torch.float64)
+    for k, image in enumerate(images):
+        r, c = divmod(k, ncols)
+        canvas[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = image
+    return canvas
+
+
+def plot_image_grid(images, ax=None, ncols=10, title=None, vmax=16):
+    """Digits in raw intensities (N, 1, 8, 8) (0..vmax; values outside are clipped) as a grid."""
+    n = torch.as_tensor(images).shape[0]
+    ax = _axes(ax, figsize=(0.45 * min(n, ncols) + 0.5, 0.45 * -(-n // ncols) + 0.6))
+    ax.imshow(tile_images(images, ncols), cmap=IMAGE_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_image_strip(columns, suptitle=None, vmax=16):
+    """{label: images (k, 1, 8, 8)} as k rows of images, one column per label (e.g. per t); the Figure."""
+    labels, stacks = list(columns), [torch.as_tensor(v) for v in columns.values()]
+    k = stacks[0].shape[0]
+    fig, axes = plt.subplots(1, len(labels), figsize=(0.75 * len(labels) + 0.4, 0.55 * k + 0.8), dpi=DPI,
+                             squeeze=False)
+    for ax, label, stack in zip(axes[0], labels, stacks):
+        ax.imshow(tile_images(stack, 1), cmap=IMAGE_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_axis_off()
+        ax.set_title(str(label), fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig

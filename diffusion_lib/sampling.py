@@ -97,7 +97,7 @@ def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=
 
 
 def sample_data(sched, model, scaling, n, prediction="eps", var_type="fixed_small", generator=None,
-                progress=False):
-    """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, D)."""
-    x0 = sample(sched, model, n, prediction, var_type, generator, progress=progress)
+                progress=False, data_shape=(2,)):
+    """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, *data_shape)."""
+    x0 = sample(sched, model, n, prediction, var_type, generator, data_shape, progress=progress)
     return scaling.to_data(x0.double())

@@ -8,7 +8,9 @@ of t live in `losses`).
                                                                                  [Ho20, Alg. 1]
 The loss is one of `losses.LOSSES` (simple, vlb, hybrid); t is drawn by `losses.TimestepSampler`
 (uniform, or importance-sampled for the bound). The weights to sample from are an EMA of the trained ones.
-Training works in the scaled coordinates of `data.swiss_roll_scaling` and keeps that scaling.
+Training works in model coordinates (`data.swiss_roll_scaling` for the roll, `digits.digits_scaling` for
+the 8x8 digits) and keeps that scaling. The network is an MLP for the roll and a U-Net for the digits
+(`build_model`); nothing else depends on the data's shape.
 """
 
 import copy
@@ -19,13 +21,16 @@ from dataclasses import dataclass
 import torch
 
 from .data import swiss_roll, swiss_roll_scaling
+from .digits import IMAGE_SHAPE, digits_scaling, load_digits
 from .losses import LOSSES, TimestepSampler, training_losses
 from .models import MLP
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
 from .schedules import make_schedule
+from .unet import BLOCKS, UNet
 
-DATASETS = ("swiss_roll",)
+DATASETS = ("swiss_roll", "digits")
+DATA_SHAPES = {"swiss_roll": (2,), "digits": IMAGE_SHAPE}
 
 
 @dataclass
@@ -48,17 +53,22 @@ class TrainConfig:
     max_seconds: float | None = None  # wall-clock budget; training stops when it runs out
     ema: float = 0.999  # EMA decay of the weights used for sampling (0 turns it off)
     importance_sampling: bool = False  # draw t by the scale of recent bound terms (vlb loss only)
-    hidden: tuple = (256, 256, 256)  # MLP layer widths
-    emb_dim: int = 64  # timestep embedding size
+    hidden: tuple = (256, 256, 256)  # MLP layer widths (swiss roll)
+    emb_dim: int = 64  # timestep embedding size (MLP)
+    width: int = 16  # U-Net base channels (digits)
+    block: str = "resnet"  # U-Net block: resnet | convnext (digits)
+    scale_shift: bool = True  # resnet blocks: time embedding as AdaGN scale and shift, else added (digits)
+    attention: bool = True  # U-Net self-attention at the lowest resolution (digits)
 
     def validate(self):
         """Raise ValueError with the allowed values for any bad field; return self."""
         choices = {"data": DATASETS, "loss": LOSSES, "prediction": PREDICTIONS, "var": VARIANCES,
-                   "lr_schedule": ("constant", "cosine")}
+                   "lr_schedule": ("constant", "cosine"), "block": BLOCKS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
-        positive = {"T": self.T, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr}
+        positive = {"T": self.T, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                    "width": self.width}
         for name, value in positive.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be positive, got {value!r}")
@@ -71,6 +81,15 @@ class TrainConfig:
         if self.var == "learned" and self.loss == "simple":
             raise ValueError("the simple loss cannot train a learned variance: use loss 'vlb' or 'hybrid'")
         return self
+
+
+def build_model(config):
+    """The untrained network a TrainConfig describes: an MLP for the swiss roll, a U-Net for the digits."""
+    learn_var = config.var == "learned"
+    if config.data == "digits":
+        return UNet(IMAGE_SHAPE[0], config.width, block=config.block, scale_shift=config.scale_shift,
+                    attention=config.attention, learn_var=learn_var)
+    return MLP(2, config.hidden, config.emb_dim, learn_var=learn_var)
 
 
 @dataclass
@@ -104,10 +123,14 @@ class Trainer:
         self.config = config.validate()
         self.progress = progress
         self.sched = make_schedule(config.schedule, config.T)
-        self.scaling = swiss_roll_scaling(config.noise)
+        if config.data == "digits":
+            self.scaling = digits_scaling()
+            self._digits = self.scaling.to_model(load_digits("train").images).float()
+        else:
+            self.scaling = swiss_roll_scaling(config.noise)
+        self.data_shape = DATA_SHAPES[config.data]
         torch.manual_seed(config.seed)  # the initial weights
-        self.model = model if model is not None else MLP(2, config.hidden, config.emb_dim,
-                                                         learn_var=config.var == "learned")
+        self.model = model if model is not None else build_model(config)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, foreach=True)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -119,14 +142,27 @@ class Trainer:
     def sampling_model(self):
         return self.ema_model if self.ema_model is not None else self.model
 
+    def data_pool(self, round):
+        """The examples of pool `round` (0, 1, ...), in model coordinates (float32), in the order drawn.
+
+        Swiss roll: 2^16 fresh points per round, so the net keeps seeing new data. Digits: the training
+        split shuffled, one epoch (or more, for batches larger than the split) per round. Both are seeded
+        by (seed * 1_000_003 + round), so a run reproduces and a notebook can look at what was trained on.
+        """
+        cfg = self.config
+        seed = (cfg.seed * 1_000_003 + round) % 2 ** 32
+        if cfg.data == "swiss_roll":
+            return self.scaling.to_model(swiss_roll(max(2 ** 16, cfg.batch_size), cfg.noise, seed=seed)).float()
+        generator = torch.Generator().manual_seed(seed)
+        n = self._digits.shape[0]
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-cfg.batch_size // n))])
+        return self._digits[order]
+
     def next_batch(self):
-        """A batch of fresh swiss-roll points in model coordinates (float32), from a seeded pool."""
+        """The next batch of training examples in model coordinates (float32), from the seeded pools."""
         n = self.config.batch_size
         if self._pool is None or self._pool_pos + n > self._pool.shape[0]:
-            # a fresh pool of 2^16 points per round: the net sees new data, and the run reproduces
-            seed = (self.config.seed * 1_000_003 + self._pool_round) % 2 ** 32
-            raw = swiss_roll(max(2 ** 16, n), self.config.noise, seed=seed)
-            self._pool = self.scaling.to_model(raw).float()
+            self._pool = self.data_pool(self._pool_round)
             self._pool_pos, self._pool_round = 0, self._pool_round + 1
         batch = self._pool[self._pool_pos:self._pool_pos + n]
         self._pool_pos += n

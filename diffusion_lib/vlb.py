@@ -60,11 +60,12 @@ class BoundTerms:
 
 @torch.no_grad()
 def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", decoder="gaussian",
-                generator=None, progress=False):
+                generator=None, progress=False, levels=256):
     """Every term of the bound for each example, one x_t ~ q(x_t | x_0) per example and step.
 
     Unlike the training loss (one random t per example) this visits all t = 1..T, so it is the
-    estimate to report. Returns BoundTerms (float64, nats).
+    estimate to report. decoder and levels choose L_0 (see `likelihood.vlb_term`). Returns BoundTerms
+    (float64, nats).
     """
     check_data("x0", x0)
     steps = torch.empty(sched.T, x0.shape[0], dtype=torch.float64)
@@ -78,7 +79,7 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
         t_batch = torch.full((x0.shape[0],), t, dtype=torch.int64)
         xt = q_sample(sched, x0, t_batch, eps)
         step = model_step(sched, model, xt, t_batch, prediction, var_type)
-        steps[t - 1] = vlb_term(sched, x0, xt, t_batch, step.mean, step.log_var, decoder)
+        steps[t - 1] = vlb_term(sched, x0, xt, t_batch, step.mean, step.log_var, decoder, levels)
     return BoundTerms(prior=prior_kl(sched, x0), steps=steps)
 
 

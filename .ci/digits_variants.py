@@ -1,0 +1,70 @@
+"""`make digits-variants`: one short training run per U-Net variant on the digits, each evaluated alike.
+
+    python .ci/digits_variants.py [--steps 2000] [--out build/digits_variants] [--csv data/digits_variants.csv]
+
+Every run goes through the command line as a user's would, with the same schedule (cosine, T = 1000),
+batch size (128), learning rate (2e-3), number of steps and seed (0); only the U-Net differs:
+    train --data digits --block B --width W [--no-scale-shift] --steps S ...
+    evaluate --n 360 --nll-n 180 --seed 0   (bits/dim on 180 held-out digits, quality of 360 samples)
+The table goes to --csv (read by notebooks/10_digits.ipynb). Training times need an otherwise idle
+machine (OMP_NUM_THREADS=2). After regenerating data/digits_variants.csv, update data/checksums.sha256.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from diffusion_lib.checkpoints import load_checkpoint  # noqa: E402
+
+VARIANTS = [("resnet", 16, True), ("resnet", 16, False), ("resnet", 32, True), ("convnext", 16, True)]
+COMMON = ["--data", "digits", "--schedule", "cosine", "--T", "1000", "--batch-size", "128", "--lr", "2e-3",
+          "--seed", "0", "--quiet"]
+
+
+def cli(*args):
+    res = subprocess.run([sys.executable, "-m", "diffusion_lib", *args], cwd=ROOT, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"python -m diffusion_lib {' '.join(args)} failed:\n{res.stderr}")
+    return res.stdout
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--out", default=os.path.join(ROOT, "build", "digits_variants"))
+    parser.add_argument("--csv", default=os.path.join(ROOT, "data", "digits_variants.csv"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for block, width, scale_shift in VARIANTS:
+        name = f"{block}-{width}" + ("" if scale_shift else "-add")
+        run = os.path.join(args.out, name)
+        flags = ["--block", block, "--width", str(width)] + ([] if scale_shift else ["--no-scale-shift"])
+        out = cli("train", *COMMON, *flags, "--steps", str(args.steps), "--out", run, "--force")
+        seconds = float(re.search(r"trained \d+ steps in ([\d.]+) s", out).group(1))
+        cli("evaluate", "--run", run, "--n", "360", "--nll-n", "180", "--seed", "0", "--quiet",
+            "--json", os.path.join(run, "eval.json"), "--force")
+        with open(os.path.join(run, "eval.json")) as f:
+            result = json.load(f)
+        params = sum(p.numel() for p in load_checkpoint(os.path.join(run, "model.pt")).model.parameters())
+        rows.append({"block": block, "width": width, "scale_shift": scale_shift, "params": params,
+                     "steps": args.steps, "train_s": f"{seconds:.0f}", "bits_per_dim": f"{result['nll_bound_bpd']:.3f}",
+                     "frechet": f"{result['frechet']:.1f}", "frechet_floor": f"{result['frechet_floor']:.1f}",
+                     "confidence": f"{result['confidence']:.3f}", "class_tv": f"{result['class_tv']:.3f}"})
+        print(rows[-1], flush=True)
+    with open(args.csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.csv}")
+
+
+if __name__ == "__main__":
+    main()
