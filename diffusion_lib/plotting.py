@@ -199,7 +199,7 @@ def plot_image_grid(images, ax=None, ncols=10, title=None, vmax=16):
     """Digits in raw intensities (N, 1, 8, 8) (0..vmax; values outside are clipped) as a grid."""
     n = torch.as_tensor(images).shape[0]
     ax = _axes(ax, figsize=(0.45 * min(n, ncols) + 0.5, 0.45 * -(-n // ncols) + 0.6))
-    ax.imshow(tile_images(images, ncols), cmap=IMAGE_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+    ax.imshow(tile_images(images, ncols).numpy(), cmap=IMAGE_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -213,7 +213,7 @@ def plot_image_strip(columns, suptitle=None, vmax=16):
     fig, axes = plt.subplots(1, len(labels), figsize=(0.75 * len(labels) + 0.4, 0.55 * k + 0.8), dpi=DPI,
                              squeeze=False)
     for ax, label, stack in zip(axes[0], labels, stacks):
-        ax.imshow(tile_images(stack, 1), cmap=IMAGE_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+        ax.imshow(tile_images(stack, 1).numpy(), cmap=IMAGE_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
         ax.set_axis_off()
         ax.set_title(str(label), fontsize=9)
     if suptitle:

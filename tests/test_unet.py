@@ -132,3 +132,23 @@ def test_the_diffusion_code_runs_unchanged_on_images():
     q = torch.round((x0 + 1) * 8) / 8 - 1  # on the 17 levels
     terms = dl.bound_terms(sched, model, q, var_type="learned", decoder="discretized", levels=17)
     assert terms.steps.shape == (20, 4) and torch.isfinite(terms.total).all()
+
+
+def test_image_tiles_and_plots():
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images = torch.arange(5 * 64, dtype=torch.float64).reshape(5, 1, 8, 8)
+    canvas = dl.plotting.tile_images(images, ncols=3)
+    assert canvas.shape == (2 * 8 + 1, 3 * 8 + 2)
+    assert torch.equal(canvas[9:17, 9:17], images[4, 0])  # row 1, column 1 is the 5th image
+    assert math.isnan(float(canvas[8, 0])) and canvas[9:, 18:].isnan().all()  # gap row; empty 6th tile
+    ax = dl.plotting.plot_image_grid(images, ncols=3, title="grid")
+    assert ax.get_title() == "grid" and ax.images[0].get_array().shape == canvas.shape
+    fig = dl.plotting.plot_image_strip({"t = 1": images[:2], "t = 2": images[2:4]}, suptitle="strip")
+    assert [a.get_title() for a in fig.axes] == ["t = 1", "t = 2"]
+    plt.close("all")
