@@ -2,6 +2,7 @@
 
     python .ci/digits_variants.py [--steps 2000] [--out build/digits_variants] [--csv data/digits_variants.csv]
     python .ci/digits_variants.py --time-only     # re-measure only the ms_per_step column of an existing --csv
+    python .ci/digits_variants.py --only resnet-16-add   # redo some runs, keep the other rows of --csv
 
 Every run goes through the command line as a user's would, with the same schedule (cosine, T = 1000),
 batch size (128), learning rate (2e-3), number of steps and seed (0); only the U-Net differs:
@@ -62,6 +63,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(ROOT, "build", "digits_variants"))
     parser.add_argument("--csv", default=os.path.join(ROOT, "data", "digits_variants.csv"))
     parser.add_argument("--time-only", action="store_true", help="re-measure ms_per_step in an existing --csv")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                        help="redo only these runs (block-width[-add]), keeping the other rows of --csv")
     args = parser.parse_args()
     if args.time_only:
         with open(args.csv) as f:
@@ -72,9 +75,19 @@ def main():
         write(args.csv, rows)
         return
     os.makedirs(args.out, exist_ok=True)
+    kept = {}
+    if args.only:
+        with open(args.csv) as f:
+            kept = {name_of(r["block"], r["width"], r["scale_shift"] == "True"): r for r in csv.DictReader(f)}
+        unknown = set(args.only) - {name_of(*v) for v in VARIANTS}
+        if unknown:
+            raise SystemExit(f"unknown runs {sorted(unknown)}; choose from {[name_of(*v) for v in VARIANTS]}")
     rows = []
     for block, width, scale_shift in VARIANTS:
-        name = f"{block}-{width}" + ("" if scale_shift else "-add")
+        name = name_of(block, width, scale_shift)
+        if args.only and name not in args.only:
+            rows.append(kept[name])
+            continue
         run = os.path.join(args.out, name)
         flags = ["--block", block, "--width", str(width)] + ([] if scale_shift else ["--no-scale-shift"])
         out = cli("train", *COMMON, *flags, "--steps", str(args.steps), "--out", run, "--force")
@@ -92,6 +105,10 @@ def main():
                      "confidence": f"{result['confidence']:.3f}", "class_tv": f"{result['class_tv']:.3f}"})
         print(rows[-1], flush=True)
     write(args.csv, rows)
+
+
+def name_of(block, width, scale_shift):
+    return f"{block}-{width}" + ("" if scale_shift else "-add")
 
 
 def write(path, rows):
