@@ -41,16 +41,26 @@ from .vlb import (
     gaussian_bound_exact,
     gaussian_data_denoiser,
     gaussian_entropy,
+    gaussian_optimal_variance,
     model_step,
 )
 # the reverse process: models, training (Algorithm 1), sampling (Algorithm 2), evaluation
 from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
-from .evaluation import NLLBound, coverage_tv, nll_bound, on_roll_fraction, sample_metrics, sliced_wasserstein
+from .evaluation import (
+    NLLBound,
+    coverage_tv,
+    nll_bound,
+    on_roll_fraction,
+    paired_difference,
+    sample_metrics,
+    sliced_wasserstein,
+)
+from .optimal_variance import OptimalVariance, optimal_variance
 from .losses import LOSSES, TimestepSampler, training_losses
 from .models import MLP, timestep_embedding
 from .sampling import sample, sample_data, sample_loop, step_coefficients
-from .training import NonFiniteLossError, TrainConfig, Trainer, TrainRecord
+from .training import NonFiniteLossError, TrainConfig, Trainer, TrainRecord, default_variance
 # the optimal denoiser and the floor of the loss; faster sampling (respacing, DDIM)
 from .optimal import (
     IrreducibleLoss,

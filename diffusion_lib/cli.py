@@ -28,6 +28,7 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import swiss_roll
 from .density import swiss_roll_entropy
 from .evaluation import nll_bound, sample_metrics
+from .optimal_variance import optimal_variance
 from .reverse import VARIANCES
 from .sampling import sample_data
 from .schedules import SCHEDULES
@@ -37,6 +38,7 @@ from .unet import BLOCKS
 CHECKPOINT = "model.pt"
 TRAIN_LOG = "train_log.csv"
 DEFAULTS = TrainConfig()
+VAR_N = 2000  # data examples for the optimal variance: standard error ~2 % of the excess over beta_tilde_t
 
 
 class CLIError(Exception):
@@ -104,7 +106,9 @@ def build_parser():
     samp.add_argument("--run", required=True, help="run folder written by train")
     samp.add_argument("--n", type=_positive_int, default=5000)
     samp.add_argument("--seed", type=int, default=0)
-    samp.add_argument("--var", choices=VARIANCES, default=None, help="override the run's reverse variance")
+    samp.add_argument("--var", choices=VARIANCES, default=None,
+                      help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
+    samp.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
     samp.add_argument("--out", required=True,
                       help="output .npy file: (N, 2) points, or (N, 1, 8, 8) digits with intensities 0..16")
     samp.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -116,7 +120,9 @@ def build_parser():
     ev.add_argument("--nll-n", type=_positive_int, default=2000,
                     help="data points for the NLL bound (digits: at most the 360 held-out images)")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--var", choices=VARIANCES, default=None, help="override the run's reverse variance")
+    ev.add_argument("--var", choices=VARIANCES, default=None,
+                    help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
+    ev.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
     ev.add_argument("--json", default=None, help="write the results to this JSON file")
     ev.add_argument("--force", action="store_true", help="replace an existing JSON file")
     ev.add_argument("--quiet", action="store_true")
@@ -154,10 +160,9 @@ def _load_run(run):
 
 
 def cmd_train(args):
-    var = args.var or ("learned" if args.loss in ("vlb", "hybrid") else "fixed_small")
     try:
         config = TrainConfig(data=args.data, noise=args.noise, schedule=args.schedule, T=args.T, loss=args.loss,
-                             prediction=args.prediction, var=var, steps=args.steps, batch_size=args.batch_size,
+                             prediction=args.prediction, var=args.var, steps=args.steps, batch_size=args.batch_size,
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, max_seconds=args.max_seconds,
                              ema=args.ema, importance_sampling=args.importance_sampling,
                              hidden=tuple(args.hidden), width=args.width, block=args.block,
@@ -203,11 +208,28 @@ def cmd_train(args):
           f"(mean of the last {len(log[-100:])}); saved {os.path.join(out, CHECKPOINT)}")
 
 
-def _sample(ckpt, n, seed, var, quiet):
+def _variances(ckpt, var, var_n, seed, quiet):
+    """The per-t variances for var "optimal" (None otherwise), estimated on data that no bound is scored on:
+    fresh swiss-roll points, or the digits' training split."""
+    if var != "optimal":
+        return None
+    cfg = ckpt.config
+    if cfg.data == "digits":
+        from .digits import load_digits
+
+        x_raw = load_digits("train").images[:var_n]
+    else:
+        x_raw = swiss_roll(var_n, cfg.noise, seed=3_000_000 + seed)
+    x0 = ckpt.scaling.to_model(torch.as_tensor(x_raw).double()).float()
+    return optimal_variance(ckpt.sched, ckpt.model, x0, cfg.prediction, torch.Generator().manual_seed(seed),
+                            batch_size=500, progress=not quiet).var
+
+
+def _sample(ckpt, n, seed, var, quiet, variances=None):
     cfg = ckpt.config
     generator = torch.Generator().manual_seed(seed)
     x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
-                    progress=not quiet, data_shape=DATA_SHAPES[cfg.data])
+                    progress=not quiet, data_shape=DATA_SHAPES[cfg.data], variances=variances)
     if not torch.isfinite(x).all():
         raise CLIError("the sampler produced NaN or inf values: the model is broken; retrain it", code=1)
     return x
@@ -216,7 +238,8 @@ def _sample(ckpt, n, seed, var, quiet):
 def cmd_sample(args):
     _check_output(args.out, args.force)
     ckpt = _load_run(args.run)
-    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet)
+    variances = _variances(ckpt, args.var, args.var_n, args.seed, args.quiet)
+    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances)
     if ckpt.config.data == "digits":
         from .digits import quantize
 
@@ -234,11 +257,12 @@ def cmd_evaluate(args):
         return _evaluate_digits(args, ckpt)
     cfg, var = ckpt.config, args.var or ckpt.config.var
     start = time.perf_counter()
-    samples = _sample(ckpt, args.n, args.seed, var, args.quiet)
+    variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
+    samples = _sample(ckpt, args.n, args.seed, var, args.quiet, variances)
     metrics = sample_metrics(samples, cfg.noise, seed=args.seed)
     x_eval = swiss_roll(args.nll_n, cfg.noise, seed=2_000_000 + args.seed)
     bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction, var,
-                      torch.Generator().manual_seed(args.seed), progress=not args.quiet).summary()
+                      torch.Generator().manual_seed(args.seed), progress=not args.quiet, variances=variances).summary()
     # the floor by Monte Carlo over 10x the bound's points (at most 20000: standard error ~0.01 nats)
     floor, floor_se = swiss_roll_entropy(cfg.noise, n=min(20_000, 10 * args.nll_n))
     result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "var": var,
@@ -273,12 +297,13 @@ def _evaluate_digits(args, ckpt):
     cfg, var = ckpt.config, args.var or ckpt.config.var
     start = time.perf_counter()
     train, test = load_digits("train"), load_digits("test")
-    samples = quantize(_sample(ckpt, args.n, args.seed, var, args.quiet))
+    variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
+    samples = quantize(_sample(ckpt, args.n, args.seed, var, args.quiet, variances))
     classifier = train_classifier(train, seed=args.seed)
     quality = digit_quality(classifier, samples, test, seed=args.seed)
     bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, test.images[:args.nll_n], cfg.prediction, var,
                       torch.Generator().manual_seed(args.seed), progress=not args.quiet, decoder="discretized",
-                      levels=DIGIT_LEVELS, batch_size=120).summary()
+                      levels=DIGIT_LEVELS, batch_size=120, variances=variances).summary()
     result = {"run": args.run, "data": "digits", "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
               "var": var, "steps": ckpt.step, "n": args.n, "nll_n": min(args.nll_n, len(test)), "seed": args.seed,
               **bound, "classifier_accuracy": classifier_accuracy(classifier, test), **dataclasses.asdict(quality),

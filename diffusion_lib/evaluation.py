@@ -1,6 +1,6 @@
 """Measuring a trained model in raw data coordinates: the NLL bound and sample quality against fresh data.
 
-Contents: `NLLBound`, `nll_bound`, `sliced_wasserstein`, `sample_metrics`, `ON_ROLL_BAND`, `COVERAGE_BINS`.
+Contents: `NLLBound`, `nll_bound`, `paired_difference`, `sliced_wasserstein`, `sample_metrics`, `ON_ROLL_BAND`, `COVERAGE_BINS`.
 
 The bound. `vlb.bound_terms` gives L_T, L_{t-1}, L_0 in model coordinates y = (x - shift) / scale.
 L_T and L_{t-1} are KLs between distributions of x_t and do not depend on how x_0 is scaled; L_0 is
@@ -54,6 +54,7 @@ class NLLBound:
     diffusion: torch.Tensor  # sum_{t=2..T} L_{t-1}
     decoder: torch.Tensor  # L_0, + D log(scale) for continuous data: the only part that depends on the coordinates
     num_dims: int
+    terms: BoundTerms | None = None  # every term per t and example, model coordinates (steps (T, N))
 
     @property
     def total(self):
@@ -70,16 +71,18 @@ class NLLBound:
 
 
 def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_small", generator=None,
-              progress=False, decoder="gaussian", levels=256, batch_size=None):
+              progress=False, decoder="gaussian", levels=256, batch_size=None, variances=None):
     """The bound on -log p(x) for raw data x_raw (N, ...), over every t (not one random t): an NLLBound.
 
     decoder "gaussian": continuous data, a bound on the density in raw coordinates (L_0 gains
     D log(scale)); "discretized": data on `levels` values (the digits: 17), a bound on -log P(x), which
     no change of coordinates alters. batch_size splits x_raw to bound memory (all at once by default).
+    variances: the (T + 1,) per-t variances for var_type="optimal". The result keeps every example's
+    value (for paired comparisons, see `paired_difference`) and every term per t (`.terms`).
     """
     x0 = scaling.to_model(torch.as_tensor(x_raw).double()).float()
     chunks = x0.split(batch_size or max(x0.shape[0], 1))
-    parts = [bound_terms(sched, model, chunk, prediction, var_type, decoder, generator, progress, levels)
+    parts = [bound_terms(sched, model, chunk, prediction, var_type, decoder, generator, progress, levels, variances)
              for chunk in chunks]
     terms = BoundTerms(prior=torch.cat([p.prior for p in parts]), steps=torch.cat([p.steps for p in parts], dim=1))
     D = x0[0].numel()
@@ -87,7 +90,23 @@ def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_sm
         decoder_nats = terms.decoder
     else:
         decoder_nats = torch.as_tensor(scaling.nll_to_data(terms.decoder, D))
-    return NLLBound(prior=terms.prior, diffusion=terms.diffusion, decoder=decoder_nats, num_dims=D)
+    return NLLBound(prior=terms.prior, diffusion=terms.diffusion, decoder=decoder_nats, num_dims=D, terms=terms)
+
+
+def paired_difference(a, b):
+    """Mean and standard error of a - b over the same examples: (mean, se) in the inputs' units.
+
+    a, b are per-example values (N,) (tensors, or NLLBound whose totals are used) of two models scored
+    on the same points with the same noise. Pairing removes what the examples share (how hard each point
+    is), so the standard error of a difference is often far smaller than either model's own.
+    """
+    a = a.total if isinstance(a, NLLBound) else torch.as_tensor(a, dtype=torch.float64)
+    b = b.total if isinstance(b, NLLBound) else torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.shape[0] < 2:
+        raise ValueError(f"paired values must be two (N,) arrays of the same N >= 2, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    d = a.double() - b.double()
+    return float(d.mean()), float(d.std() / math.sqrt(d.shape[0]))
 
 
 def _sorted_projections(x, num_directions):

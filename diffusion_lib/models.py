@@ -17,6 +17,8 @@ import math
 import torch
 from torch import nn
 
+from .reverse import interpolation_from_raw, zero_variance_head_
+
 
 def timestep_embedding(t, dim, max_period=10_000.0):
     """The Transformer's sinusoidal embedding of integer timesteps [Va17, Sec. 3.5; Ho20, Sec. 4].
@@ -38,10 +40,9 @@ class MLP(nn.Module):
 
     h_0 = [x_t, emb(t)];  h_k = SiLU(W_k h_{k-1} + b_k + U_k emb(t));  out = W_out h_L
     The timestep embedding enters every layer so that even a deep net stays aware of t.
-    With learn_var, a second head gives v = sigmoid(raw): an untrained net starts halfway between
-    beta_tilde_t and beta_t on the log scale, as in improved-diffusion [ND21, Eq. 15]. ND21 leave v
-    unconstrained ((1 + raw) / 2); after a short, noisy VLB training we saw v reach 4.7 and the sampler
-    diverge from the extrapolated variance, so we keep v in (0, 1).
+    With learn_var, a second head gives v = (raw + 1) / 2, unconstrained as in [ND21, Eq. 15], from a
+    zero-initialised layer (`reverse.interpolation_from_raw`): an untrained net starts halfway between
+    beta_tilde_t and beta_t on the log scale, as in improved-diffusion.
 
     Args: data_dim D; hidden a tuple of layer widths; emb_dim the timestep embedding size;
     learn_var whether to return (prediction, v).
@@ -58,6 +59,8 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.time_proj = nn.ModuleList(nn.Linear(emb_dim, b, bias=False) for b in hidden[1:])
         self.out = nn.Linear(hidden[-1], data_dim * (2 if learn_var else 1))
+        if learn_var:
+            zero_variance_head_(self.out, data_dim)
         self.act = nn.SiLU()
 
     def forward(self, xt, t):
@@ -70,4 +73,4 @@ class MLP(nn.Module):
         if not self.learn_var:
             return out
         pred, raw_v = out.split(self.data_dim, dim=1)
-        return pred, torch.sigmoid(raw_v)
+        return pred, interpolation_from_raw(raw_v)

@@ -5,7 +5,11 @@ The variance is one of VARIANCES:
     "fixed_large"  sigma_t^2 = beta_t                 (the upper bound on the reverse variance) [Ho20, Sec. 3.2]
     "fixed_small"  sigma_t^2 = beta_tilde_t           (the lower bound; exact when x_0 is a point)
     "learned"      log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t, v from the network  [ND21, Eq. 15]
-beta_tilde_1 = 0, so "fixed_small" and "learned" use the clipped log beta_tilde (beta_tilde_2 at t = 1).
+    "optimal"      sigma_t^2 = beta_tilde_t + E||mu_tilde_t - mu_theta||^2 / D, the per-t scalar that
+                   minimises each term of the bound for the given mean (estimated from data by
+                   `optimal_variance.optimal_variance`, passed as `variances`)           [Bao22, Bao22b]
+beta_tilde_1 = 0, so "fixed_small" and "learned" use the clipped log beta_tilde (beta_tilde_2 at t = 1);
+"fixed_large" uses beta_1 at t = 1 (improved-diffusion uses beta_tilde_2 there too).
 """
 
 from dataclasses import dataclass
@@ -15,18 +19,34 @@ import torch
 from .indexing import check_t, gather
 from .posterior import convert_prediction
 
-VARIANCES = ("fixed_small", "fixed_large", "learned")
+VARIANCES = ("fixed_small", "fixed_large", "learned", "optimal")
 
 
-def reverse_variance(sched, t, like, var_type="fixed_small", v=None):
+def check_variance(var_type, variances=None, v=None):
+    """Raise a one-line ValueError unless var_type is one of VARIANCES with what it needs."""
+    if var_type not in VARIANCES:
+        raise ValueError(f"unknown var_type {var_type!r}; choose one of {VARIANCES}")
+    if var_type == "optimal" and variances is None:
+        raise ValueError('var_type="optimal" needs variances=dl.optimal_variance(sched, model, x0).var '
+                         "(the per-t variances estimated from data)")
+
+
+def reverse_variance(sched, t, like, var_type="fixed_small", v=None, variances=None):
     """(var, log_var) of p_theta(x_{t-1} | x_t), broadcastable to `like` (B, ...).
 
     v (B, ...) is the network's interpolation value, required for var_type="learned" [ND21, Eq. 15];
     the paper leaves it unconstrained (v in [0, 1] stays between beta_tilde_t and beta_t).
+    variances, a float64 (T + 1,) tensor of sigma_t^2 (slot 0 unused), is required for "optimal".
     """
-    if var_type not in VARIANCES:
-        raise ValueError(f"unknown var_type {var_type!r}; choose one of {VARIANCES}")
+    check_variance(var_type, variances)
     t = check_t(t, sched.T, like.shape[0])
+    if var_type == "optimal":
+        variances = torch.as_tensor(variances, dtype=torch.float64)
+        if variances.shape != (sched.T + 1,) or not (variances[1:] > 0).all():
+            raise ValueError(f"variances must be a positive (T + 1,) = ({sched.T + 1},) tensor, "
+                             f"got shape {tuple(variances.shape)}")
+        log_var = gather(variances.log(), t, like)
+        return log_var.exp(), log_var
     log_small = gather(sched.log_beta_tilde_clipped, t, like)
     log_large = gather(sched.beta.log(), t, like)
     if var_type == "fixed_small":
@@ -40,6 +60,23 @@ def reverse_variance(sched, t, like, var_type="fixed_small", v=None):
     return log_var.exp(), log_var
 
 
+def interpolation_from_raw(raw):
+    """The network's interpolation value v = (raw + 1) / 2, unconstrained [ND21, Eq. 15].
+
+    As in improved-diffusion, the layer that outputs raw starts at zero (`zero_variance_head_`), so an
+    untrained network starts halfway between log beta_tilde_t and log beta_t; v may then leave [0, 1].
+    """
+    return (raw + 1) / 2
+
+
+def zero_variance_head_(layer, channels):
+    """Zero the weights and bias of `layer` (a Linear or Conv) that produce raw v: its last `channels` outputs."""
+    with torch.no_grad():
+        layer.weight[channels:].zero_()
+        layer.bias[channels:].zero_()
+    return layer
+
+
 @dataclass
 class ReverseStep:
     """Mean and variance of p_theta(x_{t-1} | x_t), with the network's implied eps and x_0."""
@@ -51,12 +88,13 @@ class ReverseStep:
     x0: torch.Tensor  # (B, ...) predicted clean data
 
 
-def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", v=None):
+def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", v=None, variances=None):
     """The Gaussian reverse step from a network output [Ho20, Eq. 1, 11; ND21, Eq. 15].
 
     Args: output (B, ...) the network's prediction of `prediction` ("eps" | "x0" | "mu"); xt (B, ...);
-    t int or (B,) in 1..T; var_type one of VARIANCES; v the interpolation value when learned.
+    t int or (B,) in 1..T; var_type one of VARIANCES; v the interpolation value when learned;
+    variances the (T + 1,) per-t variances when "optimal".
     """
     eps, x0, mean = convert_prediction(sched, xt, t, output, prediction)
-    var, log_var = reverse_variance(sched, t, xt, var_type, v)
+    var, log_var = reverse_variance(sched, t, xt, var_type, v, variances)
     return ReverseStep(mean=mean, var=var, log_var=log_var, eps=eps, x0=x0)

@@ -9,14 +9,14 @@ mu_theta is affine in (x_t, output) for every parameterisation (eps, x0, mu), so
 mu_theta = a_t x_t + b_t output once per t, by evaluating `reverse.p_mean_variance` itself on unit
 inputs; the hot loop is then one network call and three elementwise operations per step, with no
 per-step validation. sigma_t comes from `reverse.reverse_variance` the same way (fixed_small,
-fixed_large), or from v for a learned variance [ND21, Eq. 15].
+fixed_large, optimal with its per-t `variances`), or from v for a learned variance [ND21, Eq. 15].
 """
 
 from dataclasses import dataclass
 
 import torch
 
-from .reverse import VARIANCES, p_mean_variance, reverse_variance
+from .reverse import check_variance, p_mean_variance, reverse_variance
 from .vlb import split_output
 
 
@@ -31,17 +31,16 @@ class StepCoefficients:
     log_large: list  # log beta_t, its upper end
 
 
-def step_coefficients(sched, prediction="eps", var_type="fixed_small"):
+def step_coefficients(sched, prediction="eps", var_type="fixed_small", variances=None):
     """The reverse step's coefficients for every t, taken from `p_mean_variance` (float64)."""
-    if var_type not in VARIANCES:
-        raise ValueError(f"unknown var_type {var_type!r}; choose one of {VARIANCES}")
+    check_variance(var_type, variances)
     T = sched.T
     t = torch.arange(1, T + 1)
     zero, one = torch.zeros(T, 1, dtype=torch.float64), torch.ones(T, 1, dtype=torch.float64)
     a = p_mean_variance(sched, zero, one, t, prediction).mean  # mean at x_t = 1, output = 0
     b = p_mean_variance(sched, one, zero, t, prediction).mean  # mean at x_t = 0, output = 1
-    fixed = "fixed_large" if var_type == "fixed_large" else "fixed_small"
-    _, log_var = reverse_variance(sched, t, zero, fixed)
+    fixed = var_type if var_type in ("fixed_large", "optimal") else "fixed_small"
+    _, log_var = reverse_variance(sched, t, zero, fixed, variances=variances)
     _, log_small = reverse_variance(sched, t, zero, "learned", v=zero)
     _, log_large = reverse_variance(sched, t, zero, "learned", v=one)
 
@@ -53,15 +52,16 @@ def step_coefficients(sched, prediction="eps", var_type="fixed_small"):
 
 
 def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", generator=None,
-                data_shape=(2,), x_T=None, progress=False):
+                data_shape=(2,), x_T=None, progress=False, variances=None):
     """Algorithm 2 as a generator: yields (t, x_t) for t = T, T - 1, ..., 0, the last being x_0.
 
     Args: model a callable model(xt, t) (see `vlb.model_step`); n the number of samples; generator a
-    torch.Generator for x_T and every z (same generator state, same samples); x_T optional start (n, ...).
+    torch.Generator for x_T and every z (same generator state, same samples); x_T optional start (n, ...);
+    variances the (T + 1,) per-t variances for var_type="optimal" (`optimal_variance.optimal_variance`).
     Yields: (t, x_t) with x_t a float32 (n, *data_shape) tensor in model coordinates, created under
     torch.inference_mode (no autograd).
     """
-    coef = step_coefficients(sched, prediction, var_type)
+    coef = step_coefficients(sched, prediction, var_type, variances)
     learned = var_type == "learned"
     ts = range(sched.T, 0, -1)
     if progress:
@@ -89,15 +89,16 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
 
 
 def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, data_shape=(2,),
-           progress=False):
+           progress=False, variances=None):
     """x_0 from Algorithm 2: a float32 (n, *data_shape) tensor in model coordinates."""
-    for _, x in sample_loop(sched, model, n, prediction, var_type, generator, data_shape, progress=progress):
+    for _, x in sample_loop(sched, model, n, prediction, var_type, generator, data_shape, progress=progress,
+                            variances=variances):
         pass
     return x
 
 
 def sample_data(sched, model, scaling, n, prediction="eps", var_type="fixed_small", generator=None,
-                progress=False, data_shape=(2,)):
+                progress=False, data_shape=(2,), variances=None):
     """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, *data_shape)."""
-    x0 = sample(sched, model, n, prediction, var_type, generator, data_shape, progress=progress)
+    x0 = sample(sched, model, n, prediction, var_type, generator, data_shape, progress=progress, variances=variances)
     return scaling.to_data(x0.double())

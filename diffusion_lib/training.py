@@ -43,7 +43,7 @@ class TrainConfig:
     T: int = 1000  # number of diffusion steps
     loss: str = "simple"  # simple | vlb | hybrid (see LOSSES)
     prediction: str = "eps"  # what the net predicts: eps | x0 | mu
-    var: str = "fixed_small"  # reverse variance: fixed_small | fixed_large | learned
+    var: str | None = None  # reverse variance: fixed_small | fixed_large | learned (None: default_variance(loss))
     steps: int = 20_000  # number of optimiser steps (an upper bound when max_seconds is set)
     batch_size: int = 512  # examples per step
     lr: float = 4e-3  # peak learning rate of Adam (4e-3 beat 2e-3 at 3000 steps: on_roll 0.965 vs 0.940)
@@ -60,8 +60,15 @@ class TrainConfig:
     scale_shift: bool = True  # resnet blocks: time embedding as AdaGN scale and shift, else added (digits)
     attention: bool = True  # U-Net self-attention at the lowest resolution (digits)
 
+    def __post_init__(self):
+        if self.var is None:
+            self.var = default_variance(self.loss)
+
     def validate(self):
         """Raise ValueError with the allowed values for any bad field; return self."""
+        if self.var == "optimal":
+            raise ValueError("the optimal variance is estimated after training, from data: train with "
+                             "fixed_small (or leave var unset) and pass --var optimal to sample or evaluate")
         choices = {"data": DATASETS, "loss": LOSSES, "prediction": PREDICTIONS, "var": VARIANCES,
                    "lr_schedule": ("constant", "cosine"), "block": BLOCKS}
         for name, allowed in choices.items():
@@ -81,6 +88,15 @@ class TrainConfig:
         if self.var == "learned" and self.loss == "simple":
             raise ValueError("the simple loss cannot train a learned variance: use loss 'vlb' or 'hybrid'")
         return self
+
+
+def default_variance(loss):
+    """The reverse variance a loss trains with by default: learned for the bound's losses, else fixed_small.
+
+    The bound (vlb, hybrid) can train v [ND21, Eq. 15]; the simple loss cannot, and [Ho20] sample with
+    beta_tilde_t or beta_t (any variance can be chosen after training, including "optimal").
+    """
+    return "learned" if loss in ("vlb", "hybrid") else "fixed_small"
 
 
 def build_model(config):

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .models import timestep_embedding
+from .reverse import interpolation_from_raw, zero_variance_head_
 
 BLOCKS = ("resnet", "convnext")
 
@@ -139,7 +140,7 @@ class UNet(nn.Module):
     then Downsample (except at the last level). Middle: block, SelfAttention (if attention), block, at
     the lowest resolution. Up path: at each resolution the kept features are concatenated and a block
     follows, then Upsample. Finally GroupNorm, SiLU and a 3x3 conv to C channels, 2 C with learn_var,
-    the second half giving v = sigmoid(raw) for [ND21, Eq. 15] as in `models.MLP`.
+    the second half giving v = (raw + 1) / 2 for [ND21, Eq. 15] from zero-initialised weights, as in `models.MLP`.
 
     Args: channels C of the images; width the base number of channels (a config value); mults the
     channel multiplier per resolution; block "resnet" or "convnext"; scale_shift AdaGN in resnet blocks;
@@ -180,6 +181,8 @@ class UNet(nn.Module):
             prev = w
         self.head = nn.Sequential(nn.GroupNorm(_groups(prev, groups), prev), nn.SiLU(),
                                   nn.Conv2d(prev, channels * (2 if learn_var else 1), 3, padding=1))
+        if learn_var:
+            zero_variance_head_(self.head[-1], channels)
 
     def forward(self, xt, t):
         """xt (B, C, H, W), t (B,) int64 -> prediction (B, C, H, W), or (prediction, v) with learn_var."""
@@ -203,4 +206,4 @@ class UNet(nn.Module):
         if not self.learn_var:
             return out
         pred, raw_v = out.split(self.channels, dim=1)
-        return pred, torch.sigmoid(raw_v)
+        return pred, interpolation_from_raw(raw_v)

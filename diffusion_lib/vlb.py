@@ -26,12 +26,15 @@ def split_output(out, var_type):
     return (out[0] if isinstance(out, tuple) else out), None
 
 
-def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small"):
-    """Call the model at (x_t, t) and turn its output into the reverse step p_theta(x_{t-1} | x_t)."""
+def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small", variances=None):
+    """Call the model at (x_t, t) and turn its output into the reverse step p_theta(x_{t-1} | x_t).
+
+    variances: the (T + 1,) per-t variances for var_type="optimal" (see `reverse.reverse_variance`).
+    """
     if isinstance(t, int):
         t = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
     out, v = split_output(model(xt, t), var_type)
-    return p_mean_variance(sched, out, xt, t, prediction, var_type, v)
+    return p_mean_variance(sched, out, xt, t, prediction, var_type, v, variances)
 
 
 @dataclass
@@ -60,14 +63,17 @@ class BoundTerms:
 
 @torch.no_grad()
 def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", decoder="gaussian",
-                generator=None, progress=False, levels=256):
+                generator=None, progress=False, levels=256, variances=None):
     """Every term of the bound for each example, one x_t ~ q(x_t | x_0) per example and step.
 
     Unlike the training loss (one random t per example) this visits all t = 1..T, so it is the
     estimate to report. decoder and levels choose L_0 (see `likelihood.vlb_term`). Returns BoundTerms
-    (float64, nats).
+    (float64, nats). variances: the (T + 1,) per-t variances for var_type="optimal".
     """
+    from .reverse import check_variance
+
     check_data("x0", x0)
+    check_variance(var_type, variances)
     steps = torch.empty(sched.T, x0.shape[0], dtype=torch.float64)
     ts = range(1, sched.T + 1)
     if progress:
@@ -78,7 +84,7 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t_batch = torch.full((x0.shape[0],), t, dtype=torch.int64)
         xt = q_sample(sched, x0, t_batch, eps)
-        step = model_step(sched, model, xt, t_batch, prediction, var_type)
+        step = model_step(sched, model, xt, t_batch, prediction, var_type, variances)
         steps[t - 1] = vlb_term(sched, x0, xt, t_batch, step.mean, step.log_var, decoder, levels)
     return BoundTerms(prior=prior_kl(sched, x0), steps=steps)
 
@@ -97,6 +103,19 @@ def gaussian_data_denoiser(sched, data_var):
     return model
 
 
+def gaussian_optimal_variance(sched, data_var):
+    """The optimal reverse variances for data N(0, data_var I) and its exact denoiser, float64 (T + 1,).
+
+    sigma_t^2 = beta_tilde_t + c_t^2 r_t with r_t = Var(x_0 | x_t) (see `gaussian_bound_exact`): the
+    closed form of what `optimal_variance.optimal_variance` estimates by sampling [Bao22]. Slot 0 is padding (1).
+    """
+    alpha_bar = sched.alpha_bar
+    r = data_var * (1 - alpha_bar) / (alpha_bar * data_var + 1 - alpha_bar)
+    out = sched.beta_tilde + sched.posterior_coef_x0 ** 2 * r
+    out[0] = 1.0
+    return out
+
+
 def gaussian_entropy(data_var, num_dims):
     """Differential entropy of N(0, data_var I) in num_dims dimensions, in nats: D/2 log(2 pi e s^2)."""
     return 0.5 * num_dims * math.log(2 * math.pi * math.e * data_var)
@@ -106,8 +125,8 @@ def gaussian_bound_exact(sched, data_var, num_dims, var_type="fixed_small"):
     """The expected bound terms for data x_0 ~ N(0, data_var I) and its exact denoiser, in closed form.
 
     With s^2 = data_var, r_t = Var(x_0 | x_t) = s^2 (1 - alpha_bar_t) / (alpha_bar_t s^2 + 1 - alpha_bar_t),
-    c_t the x_0 coefficient of mu_tilde_t [Ho20, Eq. 7] and sigma_t^2 the reverse variance of `var_type`,
-    each term is num_dims times
+    c_t the x_0 coefficient of mu_tilde_t [Ho20, Eq. 7] and sigma_t^2 the reverse variance of `var_type`
+    ("optimal": sigma_t^2 = beta_tilde_t + c_t^2 r_t, and r_1 at t = 1 [Bao22]), each term is num_dims times
         E[L_T]     = 1/2 (alpha_bar_T s^2 - alpha_bar_T - log(1 - alpha_bar_T))
         E[L_{t-1}] = 1/2 (log(sigma_t^2 / beta_tilde_t) + (beta_tilde_t + c_t^2 r_t) / sigma_t^2 - 1),  t >= 2
         E[L_0]     = 1/2 (log(2 pi sigma_1^2) + r_1 / sigma_1^2)
@@ -118,12 +137,15 @@ def gaussian_bound_exact(sched, data_var, num_dims, var_type="fixed_small"):
 
     if not (math.isfinite(data_var) and data_var > 0):
         raise ValueError(f"data_var must be a positive finite variance, got {data_var!r}")
-    if var_type not in ("fixed_small", "fixed_large"):
-        raise ValueError(f"the exact bound needs a fixed variance: 'fixed_small' or 'fixed_large', got {var_type!r}")
+    if var_type not in ("fixed_small", "fixed_large", "optimal"):
+        raise ValueError("the exact bound needs a variance that does not depend on a network: "
+                         f"'fixed_small', 'fixed_large' or 'optimal', got {var_type!r}")
     t = torch.arange(1, sched.T + 1)
     alpha_bar = sched.alpha_bar[t]
     r = data_var * (1 - alpha_bar) / (alpha_bar * data_var + 1 - alpha_bar)
-    var, log_var = reverse_variance(sched, t, torch.zeros(sched.T, 1, dtype=torch.float64), var_type)
+    variances = gaussian_optimal_variance(sched, data_var) if var_type == "optimal" else None
+    var, log_var = reverse_variance(sched, t, torch.zeros(sched.T, 1, dtype=torch.float64), var_type,
+                                    variances=variances)
     var, log_var = var[:, 0], log_var[:, 0]
     # t >= 2 only: beta_tilde_1 = 0, and the term at t = 1 is the decoder L_0, not a KL
     beta_tilde, c = sched.beta_tilde[t][1:], sched.posterior_coef_x0[t][1:]

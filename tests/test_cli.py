@@ -134,3 +134,23 @@ def test_non_finite_loss_keeps_the_last_good_checkpoint(tmp_path, capsys):
         assert "last good checkpoint" in err and (run / "model.pt").exists()
         assert main(["sample", "--run", str(run), "--n", "5", "--out", str(tmp_path / "s.npy"), "--quiet"]) in (0, 1)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary folders left
+
+
+def test_optimal_variance_from_the_command_line(tmp_path, capsys):
+    run = tmp_path / "s"
+    assert main(["train", *TINY, "--schedule", "cosine", "--seed", "0", "--out", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["var"] == "fixed_small"  # the simple loss's default
+    results = {}
+    for var in ("fixed_small", "optimal"):
+        out = tmp_path / f"{var}.json"
+        assert main(["evaluate", "--run", str(run), "--n", "100", "--nll-n", "300", "--var", var, "--var-n", "300",
+                     "--seed", "3", "--json", str(out), "--quiet"]) == 0
+        results[var] = json.loads(out.read_text())
+    assert results["optimal"]["var"] == "optimal"
+    # a barely trained mean misses by far more than beta_tilde_t covers: the optimal variance gains nats
+    assert results["optimal"]["nll_bound"] < results["fixed_small"]["nll_bound"] - 1.0
+    assert main(["sample", "--run", str(run), "--n", "20", "--var", "optimal", "--var-n", "50",
+                 "--out", str(tmp_path / "x.npy"), "--quiet"]) == 0
+    assert np.isfinite(np.load(tmp_path / "x.npy")).all()
+    assert main(["train", *TINY, "--var", "optimal", "--out", str(tmp_path / "r")]) == 2
+    assert "estimated after training" in capsys.readouterr().err

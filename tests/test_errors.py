@@ -161,7 +161,7 @@ def test_unknown_prediction():
 
 
 def test_unknown_var_type():
-    msg = r"unknown var_type 'fixed'; choose one of \('fixed_small', 'fixed_large', 'learned'\)"
+    msg = r"unknown var_type 'fixed'; choose one of \('fixed_small', 'fixed_large', 'learned', 'optimal'\)"
     with pytest.raises(ValueError, match=msg):
         dl.reverse_variance(SCHED, 1, points(), "fixed")
     with pytest.raises(ValueError, match=msg):

@@ -90,7 +90,7 @@ def test_gaussian_bound_exact_rejects_bad_variance(bad):
 
 def test_gaussian_bound_exact_rejects_learned_variance():
     sched = dl.make_schedule("linear", 10)
-    with pytest.raises(ValueError, match="fixed variance"):
+    with pytest.raises(ValueError, match="does not depend on a network"):
         dl.gaussian_bound_exact(sched, 0.25, 2, "learned")
 
 
