@@ -26,12 +26,16 @@ from .metrics import TwoSampleResult, energy_distance, two_sample_test
 from .posterior import (
     PREDICTIONS,
     convert_prediction,
+    eps_from_v,
     eps_from_x0,
     mu_from_eps,
     mu_from_x0,
+    prediction_target,
     q_posterior,
+    v_from_eps_x0,
     x0_from_eps,
     x0_from_mu,
+    x0_from_v,
 )
 from .reverse import VARIANCES, ReverseStep, p_mean_variance, reverse_variance
 from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule

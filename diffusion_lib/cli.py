@@ -29,6 +29,7 @@ from .data import swiss_roll
 from .density import swiss_roll_entropy
 from .evaluation import nll_bound, sample_metrics
 from .optimal_variance import optimal_variance
+from .posterior import PREDICTIONS
 from .reverse import VARIANCES
 from .sampling import sample_data
 from .schedules import SCHEDULES
@@ -81,7 +82,7 @@ def build_parser():
     train.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
     train.add_argument("--T", type=_positive_int, default=DEFAULTS.T, help="diffusion steps")
     train.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
-    train.add_argument("--prediction", choices=("eps", "x0", "mu"), default=DEFAULTS.prediction)
+    train.add_argument("--prediction", choices=PREDICTIONS, default=DEFAULTS.prediction)
     train.add_argument("--var", choices=VARIANCES, default=None,
                        help="reverse variance (default: learned for vlb/hybrid, else fixed_small)")
     train.add_argument("--steps", type=_positive_int, default=DEFAULTS.steps, help="maximum optimiser steps")

@@ -3,7 +3,7 @@
 Contents: `LOSSES`, `HYBRID_LAMBDA`, `TimestepSampler`, `training_losses`.
 
 Per example and per data dimension, with one t per example:
-    "simple"  ||target - output||^2 / D, target the eps, x0 or mu_tilde the net predicts [Ho20, Eq. 14]
+    "simple"  ||target - output||^2 / D, target the eps, x0, mu_tilde or v the net predicts [Ho20, Eq. 14; Sa22]
     "vlb"     T L_{t-1} / D: an unbiased estimate of sum_t L_{t-1} / D (L_0 at t = 1)       [Ho20, Eq. 5]
     "hybrid"  simple + lambda T L_{t-1} / D with the mean detached inside L_{t-1}, lambda = 0.001, so the
               bound trains only the variance                                            [ND21, Sec. 3.1]
@@ -17,7 +17,7 @@ import torch
 
 from .forward import q_sample
 from .likelihood import vlb_term
-from .posterior import q_posterior
+from .posterior import prediction_target
 from .reverse import p_mean_variance
 from .vlb import split_output
 
@@ -53,10 +53,23 @@ class TimestepSampler:
         return t, 1.0 / (self.T * p[t - 1])
 
     def update(self, t, losses):
-        """Record per-example bound terms `losses` (B,) drawn at timesteps t (B,)."""
-        for ti, li in zip(t.tolist(), losses.detach().double().tolist()):
-            self.losses[ti, self.counts[ti] % self.history] = li
-            self.counts[ti] += 1
+        """Record per-example bound terms `losses` (B,) drawn at timesteps t (B,), in batch order.
+
+        The same as writing them one by one into each t's ring buffer, without a Python loop: within
+        the batch, the k-th draw of a step goes to slot (count + k) mod history, and only the last
+        `history` draws of a step can survive, so only those are written.
+        """
+        t = torch.as_tensor(t, dtype=torch.int64).cpu()
+        losses = torch.as_tensor(losses).detach().double().cpu()
+        order = torch.sort(t, stable=True).indices
+        t_sorted, loss_sorted = t[order], losses[order]
+        n_t = torch.bincount(t_sorted, minlength=self.T + 1)
+        first = torch.cumsum(n_t, 0) - n_t  # where each step's draws start in the sorted batch
+        k = torch.arange(t_sorted.shape[0]) - first[t_sorted]  # the k-th draw of its step
+        keep = k >= n_t[t_sorted] - self.history
+        slot = (self.counts[t_sorted] + k) % self.history
+        self.losses[t_sorted[keep], slot[keep]] = loss_sorted[keep]
+        self.counts += n_t
 
 
 def training_losses(sched, model, x0, t, eps, loss="simple", prediction="eps", var="fixed_small"):
@@ -68,12 +81,7 @@ def training_losses(sched, model, x0, t, eps, loss="simple", prediction="eps", v
     out, v = split_output(model(xt, t), var)
     D = x0[0].numel()
     if loss in ("simple", "hybrid"):
-        if prediction == "eps":
-            target = eps
-        elif prediction == "x0":
-            target = x0
-        else:
-            target = q_posterior(sched, x0, xt, t)[0]
+        target = prediction_target(sched, x0, xt, t, eps, prediction)
         simple = (target - out).pow(2).reshape(x0.shape[0], -1).mean(dim=1)
         if loss == "simple":
             return simple, None

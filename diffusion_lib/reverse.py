@@ -91,7 +91,7 @@ class ReverseStep:
 def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", v=None, variances=None):
     """The Gaussian reverse step from a network output [Ho20, Eq. 1, 11; ND21, Eq. 15].
 
-    Args: output (B, ...) the network's prediction of `prediction` ("eps" | "x0" | "mu"); xt (B, ...);
+    Args: output (B, ...) the network's prediction of `prediction` (one of posterior.PREDICTIONS); xt (B, ...);
     t int or (B,) in 1..T; var_type one of VARIANCES; v the interpolation value when learned;
     variances the (T + 1,) per-t variances when "optimal".
     """

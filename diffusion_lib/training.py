@@ -42,7 +42,7 @@ class TrainConfig:
     schedule: str = "cosine"  # noise schedule: linear | quadratic | sigmoid | cosine
     T: int = 1000  # number of diffusion steps
     loss: str = "simple"  # simple | vlb | hybrid (see LOSSES)
-    prediction: str = "eps"  # what the net predicts: eps | x0 | mu
+    prediction: str = "eps"  # what the net predicts: eps | x0 | mu | v
     var: str | None = None  # reverse variance: fixed_small | fixed_large | learned (None: default_variance(loss))
     steps: int = 20_000  # number of optimiser steps (an upper bound when max_seconds is set)
     batch_size: int = 512  # examples per step

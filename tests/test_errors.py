@@ -152,10 +152,10 @@ def test_discretized_decoder_needs_data_in_minus_one_one():
 # the choices the notebooks compare: prediction, var_type, decoder
 
 def test_unknown_prediction():
-    with pytest.raises(ValueError, match=r"unknown prediction 'epsilon'; choose one of \('eps', 'x0', 'mu'\)"):
+    with pytest.raises(ValueError, match=r"unknown prediction 'epsilon'; choose one of \('eps', 'x0', 'mu', 'v'\)"):
         dl.convert_prediction(SCHED, points(), 1, points(), "epsilon")
-    with pytest.raises(ValueError, match="unknown prediction 'v'"):
-        dl.p_mean_variance(SCHED, points(), points(), 1, prediction="v")
+    with pytest.raises(ValueError, match="unknown prediction 'velocity'"):
+        dl.p_mean_variance(SCHED, points(), points(), 1, prediction="velocity")
     with pytest.raises(ValueError, match="unknown prediction 'score'"):
         dl.bound_terms(SCHED, dl.gaussian_data_denoiser(SCHED, 1.0), points(), prediction="score")
 

@@ -170,3 +170,18 @@ def test_default_variance_is_decided_by_the_config():
     assert dl.TrainConfig(loss="vlb", var="fixed_large").var == "fixed_large"
     with pytest.raises(ValueError, match="estimated after training"):
         dl.TrainConfig(var="optimal").validate()
+
+
+def test_vectorised_history_update_equals_one_by_one():
+    T, history, rng = 7, 3, np.random.default_rng(1)
+    fast = dl.TimestepSampler(T, importance=True, history=history)
+    slow_losses, slow_counts = np.zeros((T + 1, history)), np.zeros(T + 1, dtype=int)
+    for _ in range(20):
+        t = rng.integers(1, T + 1, size=int(rng.integers(1, 30)))  # many repeats of a step in one batch
+        losses = rng.normal(size=t.shape)
+        fast.update(torch.as_tensor(t), torch.as_tensor(losses))
+        for ti, li in zip(t, losses):  # the definition: one by one into each step's ring buffer
+            slow_losses[ti, slow_counts[ti] % history] = li
+            slow_counts[ti] += 1
+        np.testing.assert_array_equal(fast.counts.numpy(), slow_counts)
+        np.testing.assert_array_equal(fast.losses.numpy(), slow_losses)

@@ -100,13 +100,18 @@ def test_conversions_recover_the_truth_from_a_consistent_triple(sched, randn):
     x0, eps = randn(sched.T, 2), randn(sched.T, 2)
     xt = dl.q_sample(sched, x0, t, eps)
     mu_tilde, _ = dl.q_posterior(sched, x0, xt, t)
+    ab_t = sched.alpha_bar[t].reshape(-1, 1)
     torch.testing.assert_close(dl.x0_from_eps(sched, xt, t, eps), x0, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(dl.eps_from_x0(sched, xt, t, x0), eps, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(dl.mu_from_eps(sched, xt, t, eps), mu_tilde, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(dl.mu_from_x0(sched, xt, t, x0), mu_tilde, rtol=1e-8, atol=1e-9)
     torch.testing.assert_close(dl.x0_from_mu(sched, xt, t, mu_tilde), x0, rtol=1e-8, atol=1e-9)
     # convert_prediction gives the same (eps, x0, mu) whichever of the three the network predicts
-    for prediction, output in (("eps", eps), ("x0", x0), ("mu", mu_tilde)):
+    v = ab_t.sqrt() * eps - (1 - ab_t).sqrt() * x0  # [Sa22, Sec. 4], written from the paper
+    torch.testing.assert_close(dl.v_from_eps_x0(sched, t, eps, x0), v, rtol=1e-8, atol=1e-9)
+    torch.testing.assert_close(dl.x0_from_v(sched, xt, t, v), x0, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(dl.eps_from_v(sched, xt, t, v), eps, rtol=1e-8, atol=1e-8)
+    for prediction, output in (("eps", eps), ("x0", x0), ("mu", mu_tilde), ("v", v)):
         got = dl.convert_prediction(sched, xt, t, output, prediction)
         for name, value, truth in zip(("eps", "x0", "mu"), got, (eps, x0, mu_tilde)):
             torch.testing.assert_close(value, truth, rtol=1e-8, atol=1e-9, msg=f"{prediction} -> {name}")

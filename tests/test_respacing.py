@@ -123,4 +123,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match="eta"):
         ddim_coefficients(sched, eta=1.5)
     with pytest.raises(ValueError, match="prediction"):
-        ddim_coefficients(sched, prediction="v")
+        ddim_coefficients(sched, prediction="velocity")

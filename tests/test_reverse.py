@@ -54,7 +54,7 @@ def test_p_mean_variance_from_each_parameterisation(prediction, var_type, randn)
     ab = torch.tensor(ref.alpha_bar(sched.beta[1:].tolist()), dtype=torch.float64)[t].reshape(-1, 1)
     mu = (xt - b / (1 - ab).sqrt() * eps) / (1 - b).sqrt()
     x0 = (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
-    output = {"eps": eps, "x0": x0, "mu": mu}[prediction]
+    output = {"eps": eps, "x0": x0, "mu": mu, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[prediction]
     v = torch.full_like(xt, 0.3) if var_type == "learned" else None
     step = dl.p_mean_variance(sched, output, xt, t, prediction, var_type, v)
     torch.testing.assert_close(step.mean, mu, rtol=1e-9, atol=1e-10)

@@ -15,7 +15,7 @@ TINY = dict(T=20, steps=5, batch_size=32, hidden=(16, 16), emb_dim=8, warmup_ste
 @pytest.mark.parametrize("field, value, message", [
     ("loss", "l1", "unknown loss 'l1'"),
     ("var", "big", "unknown var 'big'"),
-    ("prediction", "v", "unknown prediction 'v'"),
+    ("prediction", "velocity", "unknown prediction 'velocity'"),
     ("T", 0, "T must be positive"),
     ("ema", 1.0, r"ema must be a decay in \[0, 1\)"),
     ("max_seconds", -1.0, "max_seconds must be positive"),

@@ -28,10 +28,16 @@ def eps_model(sched):
 
 
 def wrapped_model(sched, prediction):
-    """The same model, reporting its prediction as eps, x0 or mu."""
+    """The same model, reporting its prediction as eps, x0, mu or v."""
     base = eps_model(sched)
     if prediction == "eps":
         return base
+    if prediction == "v":
+        # v = sqrt(abar) eps - sqrt(1 - abar) x_0 [Sa22], with x_0 from eps by [Ho20, Eq. 4]
+        def v_model(xt, t):
+            eps = base(xt, t)
+            return dl.v_from_eps_x0(sched, t, eps, dl.x0_from_eps(sched, xt, t, eps))
+        return v_model
     convert = {"x0": dl.x0_from_eps, "mu": dl.mu_from_eps}[prediction]
     return lambda xt, t: convert(sched, xt, t, base(xt, t))
 
@@ -99,7 +105,7 @@ def test_bound_terms_do_not_depend_on_the_parameterisation(randn):
     for prediction in dl.PREDICTIONS:
         results[prediction] = dl.bound_terms(sched, wrapped_model(sched, prediction), x0, prediction=prediction,
                                              generator=torch.Generator().manual_seed(3))
-    for prediction in ("x0", "mu"):
+    for prediction in ("x0", "mu", "v"):
         torch.testing.assert_close(results[prediction].steps, results["eps"].steps, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(results[prediction].prior, results["eps"].prior, rtol=0, atol=0)
 
