@@ -8,7 +8,8 @@ Runs, each through the command line exactly as a user would:
   hybrid-60s    ... --loss hybrid --max-seconds 60                     (learned variance [ND21])
   vlb-is-60s    ... --loss vlb --importance-sampling --max-seconds 60  (learned variance)
   vlb-60s       ... --loss vlb --max-seconds 60                        (uniform t, learned variance)
-  vlb-fixed-60s ... --loss vlb --var fixed_large --importance-sampling --max-seconds 60  (the true bound, fixed variance [Ho20, Table 1])
+  vlb-fixed-60s ... --loss vlb --var fixed_large --importance-sampling --max-seconds 60
+                (the true bound with a fixed variance, as in [Ho20, Table 1])
 (all but the two default runs are skipped with --skip-losses), then `sample --n 5000` and
 `evaluate --n 5000` for each, with every reverse variance listed in EVALS (the same network scored with
 fixed_small, fixed_large and the optimal variance [Bao22]), and finally the sampler's time per step for

@@ -140,7 +140,7 @@ class ReferenceResampler:
 def test_importance_sampler_matches_improved_diffusion():
     T, rng = 25, np.random.default_rng(0)
     ours, ref = dl.TimestepSampler(T, importance=True), ReferenceResampler(T)
-    for round_ in range(40):
+    for _ in range(40):
         t = rng.integers(1, T + 1, size=64)
         losses = rng.gamma(2.0, 1.0 / t)  # a scale that falls with t, fresh each round
         ours.update(torch.as_tensor(t), torch.as_tensor(losses))
