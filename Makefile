@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 # the recipe of data/digits_unet.pt (notebook 10)
-DIGITS_RECIPE := --data digits --schedule cosine --T 1000 --width 16 --block resnet --batch-size 128 --lr 2e-3 \
+DIGITS_RECIPE := --data digits --prediction eps --schedule cosine --T 1000 --width 16 --block resnet --batch-size 128 --lr 2e-3 \
 	--steps 6000 --seed 0 --quiet
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 

@@ -30,7 +30,7 @@ from diffusion_lib.checkpoints import load_checkpoint  # noqa: E402
 from diffusion_lib.training import TrainConfig, Trainer  # noqa: E402
 
 VARIANTS = [("resnet", 16, True), ("resnet", 16, False), ("resnet", 32, True), ("convnext", 16, True)]
-COMMON = ["--data", "digits", "--schedule", "cosine", "--T", "1000", "--batch-size", "128", "--lr", "2e-3",
+COMMON = ["--data", "digits", "--prediction", "eps", "--schedule", "cosine", "--T", "1000", "--batch-size", "128", "--lr", "2e-3",
           "--seed", "0", "--quiet"]
 
 
