@@ -31,14 +31,23 @@ def assignments():
     return sorted(p.name for p in (CLASSROOM / "source").iterdir() if p.is_dir())
 
 
-def nbgrader(course, *args, db):
-    """Run nbgrader's CLI in `course` with the gradebook `db` (a path); the venv's bin on PATH (nbgrader calls alembic)."""
+def nbgrader_command(*args, db):
+    """(argv, env) of nbgrader's CLI with the gradebook `db` (a path); the venv's bin on PATH (nbgrader calls alembic)."""
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
-    cmd = [str(Path(bin_dir) / "nbgrader"), *args, "--db", f"sqlite:///{db}"]
+    return [str(Path(bin_dir) / "nbgrader"), *args, "--db", f"sqlite:///{db}"], env
+
+
+def check_nbgrader_output(cmd, course, returncode, stderr):
+    if returncode != 0 or "ERROR" in stderr:
+        raise RuntimeError(f"{' '.join(cmd[1:])} failed in {course}:\n{stderr[-4000:]}")
+
+
+def nbgrader(course, *args, db):
+    """Run nbgrader's CLI in `course` with the gradebook `db`; raise with its log if it reports an error."""
+    cmd, env = nbgrader_command(*args, db=db)
     result = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
-    if result.returncode != 0 or "ERROR" in result.stderr:
-        raise RuntimeError(f"{' '.join(cmd[1:])} failed in {course}:\n{result.stderr[-4000:]}")
+    check_nbgrader_output(cmd, course, result.returncode, result.stderr)
     return result
 
 

@@ -243,15 +243,27 @@ def _close(got, expected, rtol, atol):
     return bool(torch.allclose(g, torch.as_tensor(expected, dtype=torch.float64), rtol=rtol, atol=atol))
 
 
-def _recognise(name, args, got_parts, rtol, atol):
-    """The label of the typical mistake that produces the student's answer on these inputs, or None."""
+def _recognise(name, args, got_parts, expected_parts, rtol, atol):
+    """The label of the typical mistake that produces the student's answer on these inputs, or None.
+
+    Every output must be the mistake's or the reference's, and one at least the mistake's where it differs
+    from the reference (so a posterior with only its mean off by one is still named)."""
     for label, wrong in MISTAKES.get(name, ()):
         try:
             wrong_parts = _as_parts(wrong(*args))
         except Exception:  # a mistake that does not apply to these inputs
             continue
-        if len(wrong_parts) == len(got_parts) and all(_close(g, w, rtol, atol) for g, w in zip(got_parts, wrong_parts)):
-            return label
+        if len(wrong_parts) != len(got_parts):
+            continue
+        named = False
+        for g, w, e in zip(got_parts, wrong_parts, expected_parts):
+            if _close(g, w, rtol, atol) and not _close(w, e, rtol, atol):
+                named = True
+            elif not _close(g, e, rtol, atol):
+                break
+        else:
+            if named:
+                return label
     return None
 
 
@@ -317,7 +329,7 @@ def _compare(name, student, reference, cases, rtol=1e-6, atol=1e-8, title=None,
                 print(f"{FAIL} {title}: {what} differs for {case.description}: max |difference| = {diff:.3g}\n"
                       f"   expected {[round(v, 6) for v in e.flatten()[:3].tolist()]} ...\n"
                       f"   got      {[round(v, 6) for v in g.flatten()[:3].tolist()]} ...")
-                mistake = _recognise(name, case.args, got_parts, rtol, atol)
+                mistake = _recognise(name, case.args, got_parts, expected_parts, rtol, atol)
                 if mistake:
                     print(f"   this is {mistake}")
                 return False
@@ -632,16 +644,17 @@ def check_simple_loss(student_loss, *, seed=0, T=(10, 1000), schedules=SCHEDULES
     (eps - model(x_t, t))^2 with x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps [Ho20, Eq. 14],
     a 0-d tensor that backpropagates to the model. t is an int64 (B,) tensor, one timestep per example."""
     cases = _model_cases(seed, T, schedules, shape)
-    if not _compare("simple_loss", student_loss, _simple_loss_reference, cases, rtol=1e-5, atol=1e-6,
-                    title="simple loss", covered=_covered(T, schedules, "all").replace("t = 1 and t = T", "t = 1 and T")):
-        return False
     model, sched, x0, t, eps = cases[0].args
     ok, loss = _call_student("simple_loss", student_loss, (model, sched, x0, t, eps), cases[0].description)
-    if not ok or not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+    if not ok:
+        print(f"{FAIL} simple loss: {loss}")
+        return False
+    if isinstance(loss, torch.Tensor) and not loss.requires_grad:
         print(f"{FAIL} simple loss: the loss does not backpropagate to the model (no grad): "
               f"do not detach it or convert it to a float")
         return False
-    return True
+    return _compare("simple_loss", student_loss, _simple_loss_reference, cases, rtol=1e-5, atol=1e-6,
+                    title="simple loss", covered=_covered(T, schedules, "all").replace("t = 1 and t = T", "t = 1 and T"))
 
 
 def _reference_steps(model, sched, batches, make_optimizer):
@@ -776,7 +789,7 @@ MISTAKES = {
          lambda sched, x0, xt, t: (q_posterior(sched, x0, xt, t)[0], sched.beta[t])),
         ("alpha_bar_t where alpha_bar_{t-1} belongs: an off-by-one t",
          lambda sched, x0, xt, t: (_posterior_mean(sched, x0, xt, t, sched.alpha_bar[t], sched.alpha_bar[t]),
-                                   sched.beta_tilde[t])),
+                                   sched.beta[t])),
         ("sqrt(alpha_bar_{t-1}) and sqrt(alpha_t) swapped between the coefficients of x_0 and x_t",
          lambda sched, x0, xt, t: ((sched.alpha[t].sqrt() * sched.beta[t] * x0 + sched.alpha_bar[t - 1].sqrt()
                                     * (1 - sched.alpha_bar[t - 1]) * xt) / (1 - sched.alpha_bar[t]), sched.beta_tilde[t])),
