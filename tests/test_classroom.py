@@ -103,9 +103,11 @@ MISTAKES = [
     ("mistakes", "01_forward_process", "alpha_bar", "1 - cumsum(beta), the sum for the product",
      "def alpha_bar_from_beta(beta):\n    return 1 - torch.cumsum(beta, dim=0)", 0),
     ("mistakes", "01_forward_process", "q_step", "beta_tilde_t for beta_t",
-     "def my_q_step(sched, x_prev, t, eps):\n    b = sched.beta_tilde[t]\n    return (1 - b).sqrt() * x_prev + b.sqrt() * eps", 0),
+     "def my_q_step(sched, x_prev, t, eps):\n    b = sched.beta_tilde[t]\n"
+     "    return (1 - b).sqrt() * x_prev + b.sqrt() * eps", 0),
     ("mistakes-2", "01_forward_process", "alpha_bar", "alpha_bar_{t-1}: an off-by-one t",
-     "def alpha_bar_from_beta(beta):\n    return torch.cat([torch.ones(1, dtype=beta.dtype), torch.cumprod(1 - beta, dim=0)[:-1]])", 0),
+     "def alpha_bar_from_beta(beta):\n"
+     "    return torch.cat([torch.ones(1, dtype=beta.dtype), torch.cumprod(1 - beta, dim=0)[:-1]])", 0),
     ("mistakes-2", "01_forward_process", "q_step", "beta_{t-1}: an off-by-one t",
      "def my_q_step(sched, x_prev, t, eps):\n    b = sched.beta[t - 1]\n    return (1 - b).sqrt() * x_prev + b.sqrt() * eps", 0),
     ("mistakes", "02_closed_form_marginals", "q_sample", "the library shortcut dl.q_sample",
@@ -136,9 +138,11 @@ MISTAKES = [
      "def my_mu_from_eps(sched, xt, t, eps):\n    ab = sched.alpha_bar[t]\n    x0 = (xt - (1 - ab).sqrt() * eps) / ab.sqrt()\n"
      "    return sched.posterior_coef_x0[t] * x0 + sched.posterior_coef_xt[t] * xt", 3),
     ("mistakes", "05_vlb_and_simple_loss", "normal_kl", "the KL without its factor 1/2",
-     "def my_normal_kl(m1, lv1, m2, lv2):\n    return lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-lv2) - 1", 0),
+     "def my_normal_kl(m1, lv1, m2, lv2):\n"
+     "    return lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-lv2) - 1", 0),
     ("mistakes", "05_vlb_and_simple_loss", "vlb_term", "the KL at t = 1 too (no decoder term): right for t >= 2 only",
-     "def my_vlb_term(sched, x0, xt, t, mean, log_var):\n    mu = sched.posterior_coef_x0[t] * x0 + sched.posterior_coef_xt[t] * xt\n"
+     "def my_vlb_term(sched, x0, xt, t, mean, log_var):\n"
+     "    mu = sched.posterior_coef_x0[t] * x0 + sched.posterior_coef_xt[t] * xt\n"
      "    lv = sched.log_beta_tilde_clipped[t]\n"
      "    return (0.5 * (log_var - lv + torch.exp(lv - log_var) + (mu - mean) ** 2 * torch.exp(-log_var) - 1)).sum(dim=1)", 1),
     ("mistakes", "05_vlb_and_simple_loss", "ancestral_step", "noise added at t = 1 too: right for t >= 2 only",
@@ -174,7 +178,7 @@ MISTAKES_IDS = [f"{a[:2]}-{ex}-{student}" for student, a, ex, *_ in MISTAKES]
 
 
 def test_mistakes_table_names_real_exercises():
-    for student, assignment, exercise, _, code, points in MISTAKES:
+    for _, assignment, exercise, _, code, points in MISTAKES:
         nb = nbformat.read(ROOT / "classroom" / "source" / assignment / f"{assignment}.ipynb", as_version=4)
         assert f"{exercise}_solution" in _solution_code(nb)
         assert 0 <= points <= sum(_nbgrader_meta(c)["points"] for c in _grade_cells(nb)

@@ -455,7 +455,7 @@ def test_warnings_of_a_student_function_go_to_stdout(capsys):
     import warnings
 
     def noisy(sched, x0, t, eps):
-        warnings.warn("careful", UserWarning)
+        warnings.warn("careful", UserWarning, stacklevel=2)
         return sched.alpha_bar[t].sqrt() * x0 + (1 - sched.alpha_bar[t]).sqrt() * eps
 
     assert exercises.check_q_sample(noisy) is True
