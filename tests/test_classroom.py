@@ -95,6 +95,51 @@ def test_header_states_time_points_and_learning_outcomes(path):
 
 
 # ---------------------------------------------------------------------------------------------------
+# answer keys for the prose exercises of the lecture notebooks 00-06 (teachers only, never released)
+
+KEYED = ["00_notation", "01_forward_process", "02_closed_form_marginals", "03_beta_schedules", "04_posterior",
+         "05_vlb_and_simple_loss", "06_training_the_reverse_process"]
+
+
+def _prose_exercises(lecture):
+    """{k: the text of exercise k} from the "## Exercises" section of a lecture notebook."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{lecture}.ipynb", as_version=4)
+    sections = [c.source.split("## Exercises", 1)[1] for c in nb.cells
+                if c.cell_type == "markdown" and "## Exercises" in c.source]
+    assert len(sections) == 1, f"{lecture} has {len(sections)} Exercises sections"
+    section = sections[0].split("\n## ", 1)[0]
+    return {int(k): " ".join(text.split()) for k, text in re.findall(r"^(\d+)\. (.*(?:\n {2,}.*)*)", section, flags=re.M)}
+
+
+def _keys(lecture):
+    """{k: (quoted opening words, answer)} from classroom/answer_keys/<lecture>.md."""
+    text = (ROOT / "classroom" / "answer_keys" / f"{lecture}.md").read_text()
+    out = {}
+    for k, body in re.findall(r"^## Exercise (\d+)\n(.*?)(?=^## |\Z)", text, flags=re.M | re.S):
+        quote = re.match(r"> (.+)\n", body)
+        out[int(k)] = (quote.group(1).strip() if quote else "", body[quote.end():].strip() if quote else body.strip())
+    return out
+
+
+@pytest.mark.parametrize("lecture", KEYED)
+def test_every_prose_exercise_has_an_answer_key_with_its_number(lecture):
+    exercises, keys = _prose_exercises(lecture), _keys(lecture)
+    assert exercises, f"{lecture}: no numbered exercise found"
+    assert sorted(keys) == sorted(exercises), f"{lecture}: exercises {sorted(exercises)}, keys {sorted(keys)}"
+    for k, text in exercises.items():
+        quote, answer = keys[k]
+        assert quote and text.startswith(quote), f"{lecture} exercise {k}: the key quotes {quote!r}, the exercise reads {text[:60]!r}"
+        assert len(answer) > 80 and re.search(r"\d\.\d|\d\s*[%e]|= \*\*", answer), f"{lecture} exercise {k}: no number in the key"
+
+
+def test_answer_keys_are_not_released():
+    # nbgrader releases classroom/source only; the keys live beside it, and no student copy mentions them
+    assert not list((ROOT / "classroom" / "source").rglob("*.md"))
+    for path in (ROOT / "notebooks" / "exercises").glob("*.ipynb"):
+        assert "answer_keys" not in path.read_text()
+
+
+# ---------------------------------------------------------------------------------------------------
 # typical mistakes and the points they keep: (student, assignment, exercise, mistake, code, points)
 # An exercise's points are those of its test cells (grade_id "<exercise>_..."); exercises not listed for a
 # student keep the solution and must score full marks.
