@@ -3,7 +3,8 @@
 Contents: one `check_*` per exercise (`CHECKS` lists them by name): `check_alpha_bar`, `check_q_step`,
 `check_q_sample`, `check_q_jump`, `check_schedule`, `check_posterior`, `check_x0_from_eps`,
 `check_mu_from_eps`, `check_normal_kl`, `check_vlb_term`, `check_ancestral_step`, `check_sample_t`,
-`check_simple_loss`, `check_training_step`; `MISTAKES` (the typical wrong answers each check recognises);
+`check_simple_loss`, `check_training_step`, `check_memorising_x0`, `check_mixture_x0`;
+`MISTAKES` (the typical wrong answers each check recognises);
 `BLOCKED` (the library functions switched off while a student's function runs); `ReferenceUnavailable`.
 
 Each check calls the student's function on seeded random inputs for every schedule, at T = 10 and
@@ -38,6 +39,7 @@ from .forward import q_sample, q_step
 from .likelihood import normal_kl, vlb_term
 from .losses import training_losses
 from .models import MLP
+from .optimal import memorising_x0
 from .posterior import mu_from_eps, q_posterior, x0_from_eps
 from .reverse import p_mean_variance
 from .schedules import SCHEDULES, SIGNAL_LEFT_WARNING, NoiseSchedule, ScheduleWarning, make_schedule
@@ -157,6 +159,10 @@ BLOCKED = {
     "sample_t": ("TimestepSampler.sample", "TimestepSampler.probs"),
     "simple_loss": ("training_losses", "q_sample", "q_marginal", "Trainer.train_step"),
     "training_step": ("training_losses", "q_sample", "q_marginal", "Trainer.train_step", "Trainer.run"),
+    "memorising_x0": ("memorising_x0", "memorising_denoiser", "optimal.optimal_x0", "optimal._mixture_posterior",
+                      "optimal._mixture_x0"),
+    "mixture_x0": ("memorising_x0", "memorising_denoiser", "optimal.optimal_x0", "optimal._mixture_posterior",
+                   "optimal._mixture_x0"),
 }
 
 # attributes of the schedule a student's function may not read in an exercise (they hold its answer)
@@ -724,6 +730,58 @@ def check_training_step(student_step, *, seed=0, T=(10, 1000), schedules=SCHEDUL
 
 
 # ---------------------------------------------------------------------------------------------------
+# chapter 08: the optimal denoiser
+
+
+def _memorising_reference(sched, xt, t, train_x0):
+    return memorising_x0(xt, t, sched, train_x0)
+
+
+def _denoiser_cases(seed, T, schedules, shape, timesteps, n_train):
+    """(sched, xt, t, centres) with x_t drawn from the mixture of the centres, so every weight matters."""
+    gen = torch.Generator().manual_seed(seed + 80)
+    cases = []
+    for c in _cases_with_t(seed, T, schedules, shape, timesteps):
+        sched, _, _, t, eps = c.args
+        centres = 1.5 * torch.randn(n_train, shape[1], generator=gen, dtype=torch.float64)
+        pick = torch.randint(0, n_train, (shape[0],), generator=gen)
+        x0 = centres[pick] + 0.1 * torch.randn(shape, generator=gen, dtype=torch.float64)
+        cases.append(Case(f"{c.description}, {n_train} training points", (sched, q_sample(sched, x0, t, eps), t, centres)))
+    return cases
+
+
+def check_memorising_x0(student_x0, *, seed=0, T=(10, 1000), schedules=SCHEDULES, shape=(5, 2), timesteps="all",
+                        n_train=7):
+    """student_x0(sched, xt, t, train_x0) returns E[x_0 | x_t] when x_0 is uniform over the N training points
+    train_x0 (N, D): sum_i w_i x_0^i with w = softmax_i(-|x_t - sqrt(alpha_bar_t) x_0^i|^2 / (2 (1 - alpha_bar_t))),
+    shape (B, D); t is an int."""
+    cases = _denoiser_cases(seed, T, schedules, shape, timesteps, n_train)
+    return _compare("memorising_x0", student_x0, _memorising_reference, cases, rtol=1e-6, atol=1e-7,
+                    title="memorising E[x_0 | x_t]", covered=_covered(T, schedules, timesteps))
+
+
+def mixture_x0(sched, xt, t, centres, s2):
+    """E[x_0 | x_t] for x_0 ~ (1/K) sum_k N(c_k, s2 I): the weights of `memorising_x0` with v_t = alpha_bar_t s2 +
+    1 - alpha_bar_t, and within a component the Gaussian conditioning c + sqrt(alpha_bar_t) s2 / v_t (x_t - sqrt(alpha_bar_t) c).
+    The optimal denoiser of the swiss roll is this mixture over the roll's quadrature nodes (`optimal_x0`)."""
+    from .optimal import _mixture_x0
+
+    return _mixture_x0(xt.double(), sched.alpha_bar[t], centres.double(),
+                       torch.zeros(centres.shape[0], dtype=torch.float64), s2)
+
+
+def check_mixture_x0(student_x0, *, seed=0, T=(10, 1000), schedules=SCHEDULES, shape=(5, 2), timesteps="all",
+                     n_centres=7, s2=(0.04, 0.3)):
+    """student_x0(sched, xt, t, centres, s2) returns E[x_0 | x_t] for x_0 ~ (1/K) sum_k N(c_k, s2 I), (B, D)."""
+    cases = []
+    for i, c in enumerate(_denoiser_cases(seed, T, schedules, shape, timesteps, n_centres)):
+        cases.append(Case(c.description.replace("training points", f"centres, s2 = {s2[i % len(s2)]}"),
+                          c.args + (s2[i % len(s2)],)))
+    return _compare("mixture_x0", student_x0, mixture_x0, cases, rtol=1e-6, atol=1e-7,
+                    title="mixture E[x_0 | x_t]", covered=_covered(T, schedules, timesteps) + f", s2 = {s2}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # typical wrong answers: (what the student did, a function that does it) per check
 
 
@@ -855,6 +913,35 @@ MISTAKES = {
     ],
 }
 
+
+def _softmax_weights(sched, xt, t, centres, scale=None, var=None):
+    ab = sched.alpha_bar[t]
+    scale = ab.sqrt() if scale is None else scale
+    var = (1 - ab) if var is None else var
+    d2 = (xt[:, None, :] - scale * centres[None]).pow(2).sum(dim=2)
+    return torch.softmax(-d2 / (2 * var), dim=1)
+
+
+MISTAKES["memorising_x0"] = [
+    ("the weights without sqrt(alpha_bar_t): x_t is compared with x_0^i where sqrt(alpha_bar_t) x_0^i is its mean",
+     lambda sched, xt, t, c: _softmax_weights(sched, xt, t, c, scale=1.0) @ c),
+    ("alpha_bar_t for the noise variance 1 - alpha_bar_t in the weights",
+     lambda sched, xt, t, c: _softmax_weights(sched, xt, t, c, var=sched.alpha_bar[t]) @ c),
+    ("the softmax over the batch (dim=0) where it belongs over the training points (dim=1)",
+     lambda sched, xt, t, c: torch.softmax(-(xt[:, None, :] - sched.alpha_bar[t].sqrt() * c[None]).pow(2).sum(dim=2)
+                                           / (2 * (1 - sched.alpha_bar[t])), dim=0) @ c),
+    ("the nearest training point (the t -> 1 limit) where the weighted average belongs",
+     lambda sched, xt, t, c: c[_softmax_weights(sched, xt, t, c).argmax(dim=1)]),
+]
+MISTAKES["mixture_x0"] = [
+    ("the mean of the centres only: within a component x_t still tells about x_0 (the gain sqrt(ab) s2 / v_t is missing)",
+     lambda sched, xt, t, c, s2: _softmax_weights(sched, xt, t, c, var=sched.alpha_bar[t] * s2 + 1 - sched.alpha_bar[t]) @ c),
+    ("1 - alpha_bar_t for v_t = alpha_bar_t s2 + 1 - alpha_bar_t in the weights (the components' own spread ignored)",
+     lambda sched, xt, t, c, s2: (lambda w, ab: w @ c + ab.sqrt() * s2 / (ab * s2 + 1 - ab) * (xt - ab.sqrt() * (w @ c)))(
+         _softmax_weights(sched, xt, t, c), sched.alpha_bar[t])),
+]
+
 CHECKS = {name: globals()[f"check_{name}"] for name in (
     "alpha_bar", "q_step", "q_sample", "q_jump", "schedule", "posterior", "x0_from_eps", "mu_from_eps",
-    "normal_kl", "vlb_term", "ancestral_step", "sample_t", "simple_loss", "training_step")}
+    "normal_kl", "vlb_term", "ancestral_step", "sample_t", "simple_loss", "training_step", "memorising_x0",
+    "mixture_x0")}

@@ -45,9 +45,10 @@ def _solution_code(nb):
 # the sources are well-formed nbgrader assignments (fast)
 
 
-def test_one_assignment_per_chapter_01_to_06():
+def test_one_assignment_per_chapter_01_to_06_and_08():
+    # 07, 09 and 10 follow when their chapters settle (see the README's "For teachers")
     assert ASSIGNMENTS == ["01_forward_process", "02_closed_form_marginals", "03_beta_schedules", "04_posterior",
-                           "05_vlb_and_simple_loss", "06_training_the_reverse_process"]
+                           "05_vlb_and_simple_loss", "06_training_the_reverse_process", "08_optimal_denoiser"]
     for name in ASSIGNMENTS:
         assert (ROOT / "notebooks" / f"{name}.ipynb").exists(), f"{name} has no lecture notebook of the same name"
 
@@ -128,7 +129,8 @@ def test_every_prose_exercise_has_an_answer_key_with_its_number(lecture):
     assert sorted(keys) == sorted(exercises), f"{lecture}: exercises {sorted(exercises)}, keys {sorted(keys)}"
     for k, text in exercises.items():
         quote, answer = keys[k]
-        assert quote and text.startswith(quote), f"{lecture} exercise {k}: the key quotes {quote!r}, the exercise reads {text[:60]!r}"
+        assert quote and text.startswith(quote), \
+            f"{lecture} exercise {k}: the key quotes {quote!r}, the exercise reads {text[:60]!r}"
         assert len(answer) > 80 and re.search(r"\d\.\d|\d\s*[%e]|= \*\*", answer), f"{lecture} exercise {k}: no number in the key"
 
 
@@ -218,6 +220,16 @@ MISTAKES = [
      "    ab = sched.alpha_bar[t][:, None].float()\n"
      "    loss = (eps - model(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, t)).pow(2).mean()\n"
      "    loss.backward()\n    optimizer.step()\n    return loss.item()", 3),
+    ("mistakes", "08_optimal_denoiser", "memorising_x0", "the weights without sqrt(alpha_bar_t)",
+     "def my_memorising_x0(sched, xt, t, train_x0):\n    ab = sched.alpha_bar[t]\n"
+     "    d2 = (xt[:, None, :] - train_x0[None]).pow(2).sum(dim=2)\n"
+     "    return torch.softmax(-d2 / (2 * (1 - ab)), dim=1) @ train_x0", 0),
+    ("mistakes", "08_optimal_denoiser", "mixture_x0", "the mean of the centres only (the gain within a component missing)",
+     "def my_mixture_x0(sched, xt, t, centres, s2):\n    ab = sched.alpha_bar[t]\n    v = ab * s2 + 1 - ab\n"
+     "    d2 = (xt[:, None, :] - ab.sqrt() * centres[None]).pow(2).sum(dim=2)\n"
+     "    return torch.softmax(-d2 / (2 * v), dim=1) @ centres", 0),
+    ("mistakes-2", "08_optimal_denoiser", "memorising_x0", "the library shortcut dl.memorising_x0",
+     "def my_memorising_x0(sched, xt, t, train_x0):\n    return dl.memorising_x0(xt, t, sched, train_x0)", 0),
 ]
 MISTAKES_IDS = [f"{a[:2]}-{ex}-{student}" for student, a, ex, *_ in MISTAKES]
 

@@ -51,8 +51,8 @@ CASES = [(path.stem, func, check) for path in SOURCES for func, check in _exerci
 IDS = [f"{nb[:2]}-{check}" for nb, _, check in CASES]
 
 
-def test_every_chapter_01_to_06_has_exercises():
-    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06"]
+def test_every_chapter_01_to_06_and_08_has_exercises():
+    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "08"]
     for path in SOURCES:
         assert _exercises_in(path), f"{path.name} has no `exercises.check_...(function)` cell"
 
@@ -259,6 +259,29 @@ def _step_sum(model, optimizer, sched, x0, t, eps):
     return loss.item() / eps.numel()
 
 
+def _weights(sched, xt, t, centres, var):
+    d2 = torch.cdist(xt, sched.alpha_bar[t].sqrt() * centres).pow(2)
+    return torch.softmax(-d2 / (2 * var), dim=1)
+
+
+def _memorising_unscaled(sched, xt, t, train):  # x_t compared with x_0^i itself
+    d2 = torch.cdist(xt, train).pow(2)
+    return torch.softmax(-d2 / (2 * (1 - sched.alpha_bar[t])), dim=1) @ train
+
+
+def _memorising_nearest(sched, xt, t, train):  # the t -> 1 limit at every t
+    return train[_weights(sched, xt, t, train, 1 - sched.alpha_bar[t]).argmax(dim=1)]
+
+
+def _mixture_no_gain(sched, xt, t, centres, s2):
+    ab = sched.alpha_bar[t]
+    return _weights(sched, xt, t, centres, ab * s2 + 1 - ab) @ centres
+
+
+def _mixture_memorising(sched, xt, t, centres, s2):  # s2 ignored
+    return _weights(sched, xt, t, centres, 1 - sched.alpha_bar[t]) @ centres
+
+
 WRONG = {
     "alpha_bar": [_alpha_bar_cumsum, _alpha_bar_shifted],
     "q_sample": [_q_sample_variances, _q_sample_previous],
@@ -275,6 +298,8 @@ WRONG = {
     "sample_t": [_sample_t_zero_based, _sample_t_no_top, _sample_t_unseeded, _sample_t_skewed],
     "simple_loss": [_loss_sum, _loss_x0_target, _loss_detached],
     "training_step": [_step_no_zero_grad, _step_no_step, _step_sum],
+    "memorising_x0": [_memorising_unscaled, _memorising_nearest],
+    "mixture_x0": [_mixture_no_gain, _mixture_memorising],
 }
 
 
@@ -481,6 +506,26 @@ def test_q_jump_is_the_chain_from_s_to_t():
     x3 = torch.randn(3, 2, generator=gen, dtype=torch.float64)
     assert torch.allclose(exercises.q_jump(sched, x3, s, t, eps), mean.new_tensor(0) + ratio.sqrt() * x3 + var.sqrt() * eps)
     assert torch.allclose(exercises.q_jump(sched, x3, 0, t, eps), dl.q_sample(sched, x3, t, eps))
+
+
+def test_mixture_x0_is_bayes_rule_by_importance_sampling():
+    # E[x_0 | x_t] of a Gaussian mixture, against a weighted Monte Carlo mean over the prior (5 standard errors)
+    sched = dl.make_schedule("cosine", 100)
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[1.0, 0.0], [-1.0, 0.5], [0.0, -1.5]], dtype=torch.float64)
+    s2, t, n = 0.09, 40, 400_000
+    x0 = centres[torch.randint(0, 3, (n,), generator=gen)] + math.sqrt(s2) * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    ab = sched.alpha_bar[t]
+    for xt in (torch.tensor([[0.3, 0.1]], dtype=torch.float64), torch.tensor([[-0.6, 0.4]], dtype=torch.float64)):
+        log_w = -(xt - ab.sqrt() * x0).pow(2).sum(dim=1) / (2 * (1 - ab))
+        w = torch.softmax(log_w, dim=0)
+        mc = w @ x0
+        ess = 1 / w.pow(2).sum()
+        se = ((w[:, None] * (x0 - mc) ** 2).sum(dim=0) / ess).sqrt()
+        assert ((exercises.mixture_x0(sched, xt, t, centres, s2)[0] - mc).abs() < 5 * se).all()
+    # and with s2 = 0 it is the memorising denoiser of the centres
+    xt = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    assert torch.allclose(exercises.mixture_x0(sched, xt, t, centres, 0.0), dl.memorising_x0(xt, t, sched, centres))
 
 
 def test_exercise_cells_parse():
