@@ -11,14 +11,14 @@ DIGITS_RECIPE := --data digits --prediction eps --schedule cosine --T 1000 --wid
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 
 .PHONY: venv notebooks bench bench-notebooks refresh-notebooks test test-fast lab constraints clean
-.PHONY: venv-site exercises lint site test-site digits-checkpoint digits-variants
+.PHONY: venv-site exercises assignments lint site test-site digits-checkpoint digits-variants
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch is pinned in the constraints: a CPU wheel, never the CUDA build
-	$(BIN)/pip install --disable-pip-version-check -q -c .ci/constraints.txt -e ".[notebooks,test]"
+	$(BIN)/pip install --disable-pip-version-check -q -c .ci/constraints.txt -e ".[notebooks,test,classroom]"
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 > /dev/null
 	touch $(STAMP)
 
@@ -56,13 +56,17 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest tests -m "not slow"
 
-## student exercise notebooks: notebooks/solutions/ -> notebooks/exercises/ (solutions replaced by stubs)
+## graded assignments: nbgrader generate_assignment on classroom/ into build/classroom/release/ (temporary gradebook)
+assignments: venv
+	$(BIN)/python .ci/make_assignments.py
+
+## the same, and copy the release to notebooks/exercises/ (the student copies that are committed and rendered)
 exercises: venv
-	$(BIN)/python .ci/make_exercises.py
+	$(BIN)/python .ci/make_assignments.py --exercises
 
 ## the pre-commit checks without pre-commit: ruff, nbstripout --verify, exercises current
 lint: venv
-	$(BIN)/python -m pytest -q tests/test_hygiene.py tests/test_exercises.py -k "ruff or stripped or metadata or current"
+	$(BIN)/python -m pytest -q tests/test_hygiene.py tests/test_classroom.py -k "ruff or stripped or metadata or current"
 
 ## the packages that build the book (Sphinx, myst-nb, a book theme, MathJax for offline reading)
 SITE_STAMP := $(VENV)/.installed-site

@@ -1,14 +1,12 @@
-"""The exercises: student copies are current, stubs only raise, solutions pass, wrong answers are caught.
+"""The exercise checks: stubs only raise, solutions pass, typical wrong answers are caught and named.
 
-Solution notebooks (notebooks/solutions/) are the source; `.ci/make_exercises.py` writes the student
-copies (notebooks/exercises/). Each exercise is a function defined in a cell with a
-`# BEGIN SOLUTION` / `# END SOLUTION` region and checked by a later cell calling
-`exercises.check_NAME(function)`. These tests run the setup cell and the exercise cells in-process
-(no kernel): nbval (`make test`) runs both kinds of notebook top to bottom as well.
+The nbgrader sources (classroom/source/) hold the solutions; nbgrader releases the student copies
+(notebooks/exercises/, see tests/test_classroom.py for the release and the grading). Each exercise is a
+function defined in a solution cell and checked by test cells calling `exercises.check_NAME(function, ...)`.
+These tests run the setup cell and the exercise cells in-process (no kernel).
 """
 
 import ast
-import importlib.util
 import math
 import re
 from pathlib import Path
@@ -21,41 +19,41 @@ import diffusion_lib as dl
 from diffusion_lib import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
-CHECK_CALL = re.compile(r"exercises\.check_(\w+)\((\w+)\)")
-
-_spec = importlib.util.spec_from_file_location("make_exercises", ROOT / ".ci" / "make_exercises.py")
-make_exercises = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_exercises)
+SOURCES = sorted((ROOT / "classroom" / "source").glob("*/*.ipynb"))
+CHECK_CALL = re.compile(r"exercises\.check_(\w+)\((\w+)[,)]")
 
 
 def _code_cells(path):
     return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
+def _is_exercise_cell(src):
+    return "### BEGIN SOLUTION" in src or "raise NotImplementedError" in src
+
+
 def _exercises_in(path):
-    """[(function name, check name)] for one notebook, from its check cells."""
-    return [(func, check) for src in _code_cells(path) for check, func in CHECK_CALL.findall(src)]
+    """[(function name, check name)] for one notebook, from its test cells, in order and without repeats."""
+    found = [(func, check) for src in _code_cells(path) for check, func in CHECK_CALL.findall(src)]
+    return list(dict.fromkeys(found))
 
 
 def _load(path):
     """Run the notebook's first code cell (imports) and its exercise cells; return the namespace."""
     cells = _code_cells(path)
-    exercise_cells = [src for src in cells if make_exercises.has_solution(src) or "raise NotImplementedError" in src]
     namespace = {"__name__": "exercise_notebook"}
-    for src in [cells[0]] + exercise_cells:
+    for src in [cells[0]] + [src for src in cells if _is_exercise_cell(src)]:
         code = "\n".join(line for line in src.splitlines() if not line.startswith("%"))  # no IPython magics
         exec(compile(code, str(path), "exec"), namespace)
     return namespace
 
 
-CASES = [(path.name, func, check) for path in SOLUTIONS for func, check in _exercises_in(path)]
+CASES = [(path.stem, func, check) for path in SOURCES for func, check in _exercises_in(path)]
 IDS = [f"{nb[:2]}-{check}" for nb, _, check in CASES]
 
 
-def test_every_math_notebook_has_exercises():
-    assert [p.name[:2] for p in SOLUTIONS] == ["01", "02", "03", "04", "05"]
-    for path in SOLUTIONS:
+def test_every_chapter_01_to_06_and_08_has_exercises():
+    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "08"]
+    for path in SOURCES:
         assert _exercises_in(path), f"{path.name} has no `exercises.check_...(function)` cell"
 
 
@@ -68,23 +66,9 @@ def test_exercises_are_importable_both_ways():
     assert set(exercises.CHECKS.values()) <= {getattr(exercises, n) for n in dir(exercises) if n.startswith("check_")}
 
 
-def test_student_copies_are_current():
-    stale = make_exercises.stale_files()
-    assert not stale, f"regenerate with `make exercises`: {[p.name for p in stale]}"
-
-
-def test_student_copies_contain_no_solution_and_no_output():
-    for path in sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
-            assert "SOLUTION" not in cell.source, path.name
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, path.name
-
-
 @pytest.mark.parametrize("nb,func,check", CASES, ids=IDS)
 def test_stub_raises_not_implemented_and_nothing_else(nb, func, check, capsys):
-    stub = _load(ROOT / "notebooks" / "exercises" / nb)[func]
+    stub = _load(ROOT / "notebooks" / "exercises" / f"{nb}.ipynb")[func]
     raised = []
 
     def spy(*args):
@@ -101,7 +85,7 @@ def test_stub_raises_not_implemented_and_nothing_else(nb, func, check, capsys):
 
 @pytest.mark.parametrize("nb,func,check", CASES, ids=IDS)
 def test_solution_passes_its_check(nb, func, check, capsys):
-    solution = _load(ROOT / "notebooks" / "solutions" / nb)[func]
+    solution = _load(ROOT / "classroom" / "source" / nb / f"{nb}.ipynb")[func]
     assert exercises.CHECKS[check](solution) is True, capsys.readouterr().out
 
 
@@ -122,14 +106,19 @@ def _q_sample_previous(sched, x0, t, eps):
     return sched.alpha_bar[t - 1].sqrt() * x0 + (1 - sched.alpha_bar[t - 1]).sqrt() * eps
 
 
+def _posterior_mean(sched, x0, xt, t):
+    ab, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t - 1]
+    return (ab_prev.sqrt() * sched.beta[t] * x0 + sched.alpha[t].sqrt() * (1 - ab_prev) * xt) / (1 - ab)
+
+
 def _posterior_large_variance(sched, x0, xt, t):
-    return dl.q_posterior(sched, x0, xt, t)[0], sched.beta[t]
+    return _posterior_mean(sched, x0, xt, t), sched.beta[t]
 
 
 def _posterior_no_prev(sched, x0, xt, t):  # alpha_bar_t where alpha_bar_{t-1} belongs
     ab, ab_prev = sched.alpha_bar[t], sched.alpha_bar[t]
     mean = (ab_prev.sqrt() * sched.beta[t] * x0 + sched.alpha[t].sqrt() * (1 - ab_prev) * xt) / (1 - ab)
-    return mean, sched.beta_tilde[t]
+    return mean, (1 - ab_prev) / (1 - ab) * sched.beta[t]
 
 
 def _kl_no_half(m1, lv1, m2, lv2):
@@ -148,25 +137,30 @@ def _mu_misprint(sched, xt, t, eps):  # sqrt(1 - alpha_t) in place of beta_t / s
     return (xt - (1 - sched.alpha[t]).sqrt() * eps) / sched.alpha[t].sqrt()
 
 
+def _kl(m1, lv1, m2, lv2):
+    return 0.5 * (lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-lv2) - 1)
+
+
 def _vlb_kl_everywhere(sched, x0, xt, t, mean, log_var):  # no decoder term at t = 1
-    true_mean, true_var = dl.q_posterior(sched, x0, xt, t)
-    return dl.normal_kl(true_mean, true_var.log(), mean, log_var).sum(dim=1)
+    return _kl(_posterior_mean(sched, x0, xt, t), sched.log_beta_tilde_clipped[t], mean, log_var).sum(dim=1)
 
 
 def _vlb_not_summed(sched, x0, xt, t, mean, log_var):
     if t == 1:
         return 0.5 * (math.log(2 * math.pi) + log_var + (x0 - mean) ** 2 * torch.exp(-log_var))
-    true_mean, true_var = dl.q_posterior(sched, x0, xt, t)
-    return dl.normal_kl(true_mean, true_var.log(), mean, log_var)
+    return _kl(_posterior_mean(sched, x0, xt, t), sched.log_beta_tilde_clipped[t], mean, log_var)
+
+
+def _mu(sched, xt, t, eps):
+    return (xt - sched.beta[t] / (1 - sched.alpha_bar[t]).sqrt() * eps) / sched.alpha[t].sqrt()
 
 
 def _step_noise_at_the_end(sched, xt, t, eps, z):
-    mean = dl.mu_from_eps(sched, xt, t, eps)
-    return mean + sched.log_beta_tilde_clipped[t].exp().sqrt() * z
+    return _mu(sched, xt, t, eps) + sched.log_beta_tilde_clipped[t].exp().sqrt() * z
 
 
 def _step_large_variance(sched, xt, t, eps, z):
-    return dl.mu_from_eps(sched, xt, t, eps) + (sched.beta[t].sqrt() * z if t > 1 else 0)
+    return _mu(sched, xt, t, eps) + (sched.beta[t].sqrt() * z if t > 1 else 0)
 
 
 def _schedule_copied_endpoints(T):
@@ -178,7 +172,114 @@ def _schedule_reaches_one(T):
 
 
 def _schedule_padded(T):  # T + 1 values, slot 0 included
-    return torch.cat([torch.zeros(1, dtype=torch.float64), dl.make_schedule("cosine", T).beta[1:]])
+    return torch.cat([torch.zeros(1, dtype=torch.float64), torch.linspace(1e-4, 0.02 * 1000 / T, T, dtype=torch.float64)])
+
+
+def _schedule_constant(T):  # valid and reaches noise, but wastes nearly every step and the first is brutal
+    return torch.full((T,), 0.5, dtype=torch.float64)
+
+
+def _schedule_brutal_start(T):  # little waste, but the first step removes 10% of the signal
+    log_snr = torch.linspace(1.5, -6.0, T + 1, dtype=torch.float64)
+    alpha_bar = torch.sigmoid(log_snr)
+    alpha_bar[0] = 1.0
+    return 1 - alpha_bar[1:] / alpha_bar[:-1]
+
+
+def _q_step_no_sqrt(sched, x, t, eps):
+    return (1 - sched.beta[t]) * x + sched.beta[t] * eps
+
+
+def _q_step_tilde(sched, x, t, eps):  # beta_tilde_t for beta_t
+    return (1 - sched.beta_tilde[t]).sqrt() * x + sched.beta_tilde[t].sqrt() * eps
+
+
+def _q_jump_from_data(sched, xs, s, t, eps):  # s ignored
+    return sched.alpha_bar[t].sqrt() * xs + (1 - sched.alpha_bar[t]).sqrt() * eps
+
+
+def _q_jump_difference(sched, xs, s, t, eps):
+    d = sched.alpha_bar[s] - sched.alpha_bar[t]
+    return (1 - d).sqrt() * xs + d.sqrt() * eps
+
+
+def _sample_t_zero_based(batch_size, T, generator):
+    return torch.randint(0, T, (batch_size,), generator=generator)
+
+
+def _sample_t_no_top(batch_size, T, generator):
+    return torch.randint(1, T, (batch_size,), generator=generator)
+
+
+def _sample_t_unseeded(batch_size, T, generator):
+    return torch.randint(1, T + 1, (batch_size,))
+
+
+def _sample_t_skewed(batch_size, T, generator):  # both ends drawn, but t = T twice as often as the rest
+    t = torch.randint(1, T + 2, (batch_size,), generator=generator)
+    return t.clamp(max=T)
+
+
+def _xt(sched, x0, t, eps):
+    ab = sched.alpha_bar[t][:, None].float()
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+
+def _loss_sum(model, sched, x0, t, eps):
+    return (eps - model(_xt(sched, x0, t, eps), t)).pow(2).sum()
+
+
+def _loss_x0_target(model, sched, x0, t, eps):
+    return (x0 - model(_xt(sched, x0, t, eps), t)).pow(2).mean()
+
+
+def _loss_detached(model, sched, x0, t, eps):
+    return (eps - model(_xt(sched, x0, t, eps), t)).pow(2).mean().detach()
+
+
+def _step_no_zero_grad(model, optimizer, sched, x0, t, eps):
+    loss = (eps - model(_xt(sched, x0, t, eps), t)).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _step_no_step(model, optimizer, sched, x0, t, eps):
+    optimizer.zero_grad()
+    loss = (eps - model(_xt(sched, x0, t, eps), t)).pow(2).mean()
+    loss.backward()
+    return loss.item()
+
+
+def _step_sum(model, optimizer, sched, x0, t, eps):
+    optimizer.zero_grad()
+    loss = (eps - model(_xt(sched, x0, t, eps), t)).pow(2).sum()
+    loss.backward()
+    optimizer.step()
+    return loss.item() / eps.numel()
+
+
+def _weights(sched, xt, t, centres, var):
+    d2 = torch.cdist(xt, sched.alpha_bar[t].sqrt() * centres).pow(2)
+    return torch.softmax(-d2 / (2 * var), dim=1)
+
+
+def _memorising_unscaled(sched, xt, t, train):  # x_t compared with x_0^i itself
+    d2 = torch.cdist(xt, train).pow(2)
+    return torch.softmax(-d2 / (2 * (1 - sched.alpha_bar[t])), dim=1) @ train
+
+
+def _memorising_nearest(sched, xt, t, train):  # the t -> 1 limit at every t
+    return train[_weights(sched, xt, t, train, 1 - sched.alpha_bar[t]).argmax(dim=1)]
+
+
+def _mixture_no_gain(sched, xt, t, centres, s2):
+    ab = sched.alpha_bar[t]
+    return _weights(sched, xt, t, centres, ab * s2 + 1 - ab) @ centres
+
+
+def _mixture_memorising(sched, xt, t, centres, s2):  # s2 ignored
+    return _weights(sched, xt, t, centres, 1 - sched.alpha_bar[t]) @ centres
 
 
 WRONG = {
@@ -190,7 +291,15 @@ WRONG = {
     "mu_from_eps": [_mu_misprint],
     "vlb_term": [_vlb_kl_everywhere, _vlb_not_summed],
     "ancestral_step": [_step_noise_at_the_end, _step_large_variance],
-    "schedule": [_schedule_copied_endpoints, _schedule_reaches_one, _schedule_padded],
+    "schedule": [_schedule_copied_endpoints, _schedule_reaches_one, _schedule_padded, _schedule_constant,
+                 _schedule_brutal_start],
+    "q_step": [_q_step_no_sqrt, _q_step_tilde],
+    "q_jump": [_q_jump_from_data, _q_jump_difference],
+    "sample_t": [_sample_t_zero_based, _sample_t_no_top, _sample_t_unseeded, _sample_t_skewed],
+    "simple_loss": [_loss_sum, _loss_x0_target, _loss_detached],
+    "training_step": [_step_no_zero_grad, _step_no_step, _step_sum],
+    "memorising_x0": [_memorising_unscaled, _memorising_nearest],
+    "mixture_x0": [_mixture_no_gain, _mixture_memorising],
 }
 
 
@@ -204,6 +313,7 @@ def test_wrong_answer_is_caught(check, wrong, capsys):
     assert exercises.CHECKS[check](wrong) is False
     out = capsys.readouterr().out
     assert out.startswith(exercises.FAIL) and "not implemented" not in out
+    assert "calls the library" not in out, "caught as a wrong answer, not as a shortcut"
 
 
 def test_verdict_names_the_first_failing_input_and_the_difference(capsys):
@@ -223,7 +333,7 @@ def test_verdict_for_other_errors(capsys):
 
 def test_changing_the_inputs_in_place_cannot_fool_a_check():
     def sneaky(sched, x0, t, eps):
-        out = dl.q_sample(sched, x0, t, eps)
+        out = sched.alpha_bar[t].sqrt() * x0 + (1 - sched.alpha_bar[t]).sqrt() * eps
         x0.zero_()
         eps.zero_()
         return out
@@ -231,31 +341,197 @@ def test_changing_the_inputs_in_place_cannot_fool_a_check():
     assert exercises.check_q_sample(sneaky) is True
 
 
-def test_strip_solutions_keeps_the_indentation():
-    src = "def f(x):\n    '''doc'''\n    # BEGIN SOLUTION\n    y = x + 1\n    return y\n    # END SOLUTION\n\nf"
-    assert make_exercises.strip_solutions(src) == "def f(x):\n    '''doc'''\n    raise NotImplementedError\n\nf"
+# ---------------------------------------------------------------------------------------------------
+# the verdicts name typical mistakes; the design criteria of check_schedule
 
 
-@pytest.mark.parametrize("src", ["# BEGIN SOLUTION\nx = 1", "x = 1\n# END SOLUTION",
-                                 "# BEGIN SOLUTION\n# BEGIN SOLUTION\n# END SOLUTION\n# END SOLUTION"])
-def test_broken_regions_are_errors(src):
-    with pytest.raises(make_exercises.RegionError):
-        make_exercises.strip_solutions(src)
+@pytest.mark.parametrize("check,wrong,words", [
+    ("mu_from_eps", _mu_misprint, "sqrt(1 - alpha_t) misprint"),
+    ("q_sample", _q_sample_variances, "missing square root"),
+    ("q_sample", _q_sample_previous, "off-by-one t"),
+    ("alpha_bar", _alpha_bar_shifted, "off-by-one t"),
+    ("alpha_bar", _alpha_bar_cumsum, "sum of the betas"),
+    ("posterior", _posterior_large_variance, "beta_t for beta_tilde_t"),
+    ("posterior", _posterior_no_prev, "off-by-one t"),
+    ("normal_kl", _kl_no_half, "factor 1/2"),
+    ("x0_from_eps", _x0_no_sqrt, "missing square root"),
+    ("vlb_term", _vlb_kl_everywhere, "L_0 is the decoder"),
+    ("ancestral_step", _step_noise_at_the_end, "noise added at the last step"),
+    ("ancestral_step", _step_large_variance, "'fixed_large'"),
+    ("q_jump", _q_jump_from_data, "jump from x_0"),
+    ("q_step", _q_step_no_sqrt, "without square roots"),
+    ("sample_t", _sample_t_zero_based, "0-based off-by-one"),
+    ("sample_t", _sample_t_no_top, "off-by-one at the top"),
+    ("simple_loss", _loss_sum, "sum over the batch"),
+    ("simple_loss", _loss_x0_target, "x_0 as the target"),
+    ("training_step", _step_no_zero_grad, "zero_grad"),
+    ("training_step", _step_no_step, "optimizer.step()"),
+], ids=lambda v: v if isinstance(v, str) and " " not in v else None)
+def test_verdict_names_the_mistake(check, wrong, words, capsys):
+    assert exercises.CHECKS[check](wrong) is False
+    assert words in capsys.readouterr().out
 
 
-def test_cells_tagged_solution_are_left_out():
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("question"),
-                                         nbformat.v4.new_markdown_cell("answer", metadata={"tags": ["solution"]}),
-                                         nbformat.v4.new_code_cell("1 + 1", execution_count=1)])
-    student = make_exercises.student_version(nb)
-    assert [c.source for c in student.cells] == ["question", "1 + 1"]
-    assert student.cells[1].execution_count is None
+def test_every_recognised_mistake_differs_from_the_reference():
+    # a "mistake" that equals the reference would name a correct answer wrong; on the check's own cases
+    # every listed mistake must disagree with the library somewhere
+    cases = {"alpha_bar": [(dl.make_schedule(n, 10).beta[1:],) for n in dl.SCHEDULES]}
+    refs = {"alpha_bar": lambda beta: torch.cumprod(1 - beta, dim=0)}
+    for c in exercises._cases_with_t():
+        sched, x0, xt, t, eps = c.args
+        cases.setdefault("q_sample", []).append((sched, x0, t, eps))
+        cases.setdefault("x0_from_eps", []).append((sched, xt, t, eps))
+        cases.setdefault("mu_from_eps", []).append((sched, xt, t, eps))
+    refs.update(q_sample=dl.q_sample, x0_from_eps=dl.x0_from_eps, mu_from_eps=dl.mu_from_eps)
+    for name, args_list in cases.items():
+        for label, wrong in exercises.MISTAKES[name]:
+            assert any(not torch.allclose(torch.as_tensor(wrong(*a), dtype=torch.float64).broadcast_to(refs[name](*a).shape),
+                                          refs[name](*a).double()) for a in args_list), label
+
+
+def test_schedule_design_criteria(capsys):
+    assert exercises.check_schedule(_schedule_constant) is False
+    out = capsys.readouterr().out
+    assert "of the steps have alpha_bar_t < 0.001 (more than 25%)" in out
+    assert exercises.check_schedule(_schedule_constant, require=("valid", "noise")) is True
+    capsys.readouterr()
+    assert exercises.check_schedule(_schedule_constant, require=("first_step",)) is False
+    assert "the first step removes 29.3% of the signal" in capsys.readouterr().out
+    assert exercises.check_schedule(_schedule_brutal_start) is False
+    assert "first step removes" in capsys.readouterr().out
+    with pytest.raises(ValueError):
+        exercises.check_schedule(_schedule_constant, require=("pretty",))
+
+
+@pytest.mark.parametrize("name", dl.SCHEDULES)
+def test_the_library_schedules_pass_the_design_check(name, capsys):
+    # the thresholds are stated so that every published schedule passes; the reference is copied inline
+    # because the check switches dl.make_schedule off
+    betas = {T: dl.make_schedule(name, T).beta[1:] for T in (10, 100, 1000)}
+    assert exercises.check_schedule(lambda T: betas[T]) is True, capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------
+# no shortcut through the library
+
+
+def test_the_reference_is_switched_off_everywhere_a_student_can_reach_it(capsys):
+    from diffusion_lib import q_sample as imported
+
+    def via_module(sched, x0, t, eps):
+        return dl.q_sample(sched, x0, t, eps)
+
+    def via_default(sched, x0, t, eps, _f=dl.q_sample):
+        return _f(sched, x0, t, eps)
+
+    def make_closure():
+        f = dl.forward.q_sample
+
+        def via_closure(sched, x0, t, eps):
+            return f(sched, x0, t, eps)
+        return via_closure
+
+    def via_name(sched, x0, t, eps):
+        return imported(sched, x0, t, eps)
+
+    for student in (via_module, via_default, make_closure(), via_name):
+        assert exercises.check_q_sample(student) is False
+        assert "switched off" in capsys.readouterr().out
+    # and everything is restored afterwards
+    assert dl.q_sample is dl.forward.q_sample is imported and via_default.__defaults__ == (dl.q_sample,)
+    sched = dl.make_schedule("cosine", 10)
+    assert dl.q_sample(sched, torch.zeros(2, 2, dtype=torch.float64), 3, torch.zeros(2, 2, dtype=torch.float64)).shape == (2, 2)
+
+
+def test_class_attributes_and_schedule_arrays_are_switched_off_and_restored(capsys):
+    assert exercises.check_alpha_bar(lambda beta: dl.NoiseSchedule.from_betas(beta).alpha_bar[1:]) is False
+    assert "switched off" in capsys.readouterr().out
+    assert dl.NoiseSchedule.from_betas(torch.full((3,), 0.9, dtype=torch.float64)).T == 3
+    assert exercises.check_posterior(lambda sched, x0, xt, t: (_posterior_mean(sched, x0, xt, t), sched.beta_tilde[t])) is False
+    assert "sched.beta_tilde holds this exercise's answer" in capsys.readouterr().out
+    assert dl.make_schedule("linear", 10).beta_tilde.shape == (11,)
+
+
+def test_legitimate_routes_are_not_switched_off(capsys):
+    # mu from eps through x_0 and the schedule's posterior coefficients is a correct derivation, not the reference
+    def via_x0(sched, xt, t, eps):
+        x0 = (xt - (1 - sched.alpha_bar[t]).sqrt() * eps) / sched.alpha_bar[t].sqrt()
+        return sched.posterior_coef_x0[t] * x0 + sched.posterior_coef_xt[t] * xt
+
+    assert exercises.check_mu_from_eps(via_x0) is True, capsys.readouterr().out
+
+
+def test_hidden_test_arguments_change_the_inputs(capsys):
+    # seeds, shapes, schedules and T reach the cases: a function that only works for (5, 2) fails a (3, 5) test
+    def fixed_shape(sched, x0, t, eps):
+        return sched.alpha_bar[t].sqrt() * x0.reshape(5, 2) + (1 - sched.alpha_bar[t]).sqrt() * eps.reshape(5, 2)
+
+    assert exercises.check_q_sample(fixed_shape) is True
+    assert exercises.check_q_sample(fixed_shape, shape=(3, 5)) is False
+    custom = dl.NoiseSchedule.from_betas(torch.linspace(1e-3, 0.3, 37, dtype=torch.float64), name="custom")
+    a = exercises._cases_with_t(seed=41, T=(7, 250), schedules=("cosine", custom), shape=(3, 5))
+    b = exercises._cases_with_t()
+    assert {c.description for c in a}.isdisjoint({c.description for c in b})
+    assert all(c.args[1].shape == (3, 5) for c in a)
+    assert [c.description.split(", t = ")[1] for c in exercises._cases_with_t(timesteps="edges")][:2] == ["1", "10"]
+
+
+def test_warnings_of_a_student_function_go_to_stdout(capsys):
+    import warnings
+
+    def noisy(sched, x0, t, eps):
+        warnings.warn("careful", UserWarning, stacklevel=2)
+        return sched.alpha_bar[t].sqrt() * x0 + (1 - sched.alpha_bar[t]).sqrt() * eps
+
+    assert exercises.check_q_sample(noisy) is True
+    captured = capsys.readouterr()
+    assert "warning from your function: UserWarning: careful" in captured.out and captured.err == ""
+
+
+def test_q_jump_is_the_chain_from_s_to_t():
+    # the jump's closed form against the chain of single steps (Monte Carlo, 5 standard errors)
+    sched = dl.make_schedule("cosine", 50)
+    s, t, n = 7, 31, 40_000
+    xs = torch.tensor([[1.5, -0.7]], dtype=torch.float64).expand(n, 2)
+    gen = torch.Generator().manual_seed(0)
+    x = xs
+    for step in range(s + 1, t + 1):
+        x = dl.q_step(sched, x, step, torch.randn(x.shape, generator=gen, dtype=x.dtype))
+    ratio = sched.alpha_bar[t] / sched.alpha_bar[s]
+    mean, var = ratio.sqrt() * xs[0], 1 - ratio
+    assert ((x.mean(0) - mean).abs() < 5 * (var / n).sqrt()).all()
+    assert ((x.var(0) - var).abs() < 5 * var * math.sqrt(2 / n)).all()
+    # and the reference implements it: same noise, same x_t; s = 0 is q_sample
+    eps = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    x3 = torch.randn(3, 2, generator=gen, dtype=torch.float64)
+    assert torch.allclose(exercises.q_jump(sched, x3, s, t, eps), mean.new_tensor(0) + ratio.sqrt() * x3 + var.sqrt() * eps)
+    assert torch.allclose(exercises.q_jump(sched, x3, 0, t, eps), dl.q_sample(sched, x3, t, eps))
+
+
+def test_mixture_x0_is_bayes_rule_by_importance_sampling():
+    # E[x_0 | x_t] of a Gaussian mixture, against a weighted Monte Carlo mean over the prior (5 standard errors)
+    sched = dl.make_schedule("cosine", 100)
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[1.0, 0.0], [-1.0, 0.5], [0.0, -1.5]], dtype=torch.float64)
+    s2, t, n = 0.09, 40, 400_000
+    x0 = centres[torch.randint(0, 3, (n,), generator=gen)] + math.sqrt(s2) * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    ab = sched.alpha_bar[t]
+    for xt in (torch.tensor([[0.3, 0.1]], dtype=torch.float64), torch.tensor([[-0.6, 0.4]], dtype=torch.float64)):
+        log_w = -(xt - ab.sqrt() * x0).pow(2).sum(dim=1) / (2 * (1 - ab))
+        w = torch.softmax(log_w, dim=0)
+        mc = w @ x0
+        ess = 1 / w.pow(2).sum()
+        se = ((w[:, None] * (x0 - mc) ** 2).sum(dim=0) / ess).sqrt()
+        assert ((exercises.mixture_x0(sched, xt, t, centres, s2)[0] - mc).abs() < 5 * se).all()
+    # and with s2 = 0 it is the memorising denoiser of the centres
+    xt = torch.randn(6, 2, generator=gen, dtype=torch.float64)
+    assert torch.allclose(exercises.mixture_x0(sched, xt, t, centres, 0.0), dl.memorising_x0(xt, t, sched, centres))
 
 
 def test_exercise_cells_parse():
     # every solution region sits inside a function, so a stub is a function that raises when called
-    for path in SOLUTIONS:
+    for path in SOURCES:
         for src in _code_cells(path):
-            if make_exercises.has_solution(src):
+            if "### BEGIN SOLUTION" in src:
                 tree = ast.parse(src)
                 assert all(isinstance(node, ast.FunctionDef) for node in tree.body), path.name

@@ -1,9 +1,9 @@
 """Repository hygiene, the checks of .pre-commit-config.yaml run in CI without pre-commit.
 
 - ruff: code and notebooks pass `ruff check` with the rules selected in pyproject.toml [tool.ruff];
-- nbstripout: lecture and solution notebooks carry outputs and counts but no volatile metadata
-  (`nbstripout --keep-output --keep-count --keep-id --verify`), student exercise notebooks are fully
-  stripped (`nbstripout --keep-id --verify`);
+- nbstripout: lecture notebooks carry outputs and counts but no volatile metadata
+  (`nbstripout --keep-output --keep-count --keep-id --verify`), student exercise notebooks and the
+  nbgrader sources in classroom/source/ are fully stripped (`nbstripout --keep-id --verify`);
 - the hook versions in .pre-commit-config.yaml are the ones pinned in .ci/constraints.txt.
 """
 
@@ -18,8 +18,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-LECTURES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
-EXERCISES = sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb"))
+LECTURES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# the student copies and the nbgrader sources they are released from (classroom/source/)
+EXERCISES = sorted((ROOT / "notebooks" / "exercises").glob("*.ipynb")) + sorted((ROOT / "classroom" / "source").glob("*/*.ipynb"))
 
 
 def _tool(name):
