@@ -24,8 +24,10 @@ it works for every schedule (also `NoiseSchedule.from_betas`), agrees with the d
 at the steps the network was trained on, and keeps the solver's grid, uniform in log sigma = -lambda / 2,
 uniform in the quantity that sets how fast the flow changes. Below t = 1 (sigma < sigma_1, where no
 network was trained) the score is held at its t = 1 value, so eps grows linearly from 0: eps(x, sigma) =
-sigma / sigma_1 eps_theta(x, 1) (error of order sigma_1^4 / s^4 for data of local width s; 1e-4 nats on
-the swiss roll with T = 1000).
+sigma / sigma_1 eps_theta(x, 1). Its error grows with sigma_1^2 / s^2 for data of local width s: with the
+optimal denoiser of the swiss roll (s^2 = 0.0054 in model coordinates) the ODE NLL matches the true density
+to 2e-5 nats on average at T = 1000 (sigma_1^2 / s^2 = 0.008, cosine) and to 0.007 at linear T = 100
+(sigma_1^2 / s^2 = 0.19; single points up to 0.1 nats).
 
 The end. The flow stops at `t_end` (default: the last step whose alpha_bar_t is above ALPHA_BAR_END,
 i.e. before the cosine schedule's clipped last step beta_T = 0.999) and scores x_{t_end} under N(0, I).
