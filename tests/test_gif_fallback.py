@@ -21,4 +21,4 @@ def test_show_gif_offers_the_animation_and_a_png_of_its_last_frame(tmp_path):
     with Image.open(path) as gif:
         gif.seek(gif.n_frames - 1)
         last = gif.convert("RGB")
-    assert still.size == last.size and list(still.convert("RGB").getdata()) == list(last.getdata())
+    assert still.size == last.size and still.convert("RGB").tobytes() == last.tobytes()

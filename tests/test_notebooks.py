@@ -36,7 +36,7 @@ CUSTOM_BETAS = [round(1 - _ALPHA_BAR[t] / _ALPHA_BAR[t - 1], 12) for t in range(
 SEED_SWEEP = [
     ("02", {"SCHEDULE": "linear", "T": 37, "SEED": 123}),
     ("06", {"SEED": 1, "STEPS": 800, "N_SAMPLES": 1000, "N_NLL": 100, "GIF_FRAMES": 10}),
-    ("06", {"SEED": 123, "STEPS": 800, "N_SAMPLES": 1000, "N_NLL": 100, "GIF_FRAMES": 10, "SCHEDULE": "linear"}),
+    ("06", {"SEED": 123, "STEPS": 800, "N_SAMPLES": 1000, "N_NLL": 100, "GIF_FRAMES": 10}),
     ("06", {"SEED": 2024, "STEPS": 800, "N_SAMPLES": 1000, "N_NLL": 100, "GIF_FRAMES": 10, "BETAS": CUSTOM_BETAS}),
 ]
 TRAINING_SWEEP = {
