@@ -6,11 +6,13 @@
     python -m diffusion_lib evaluate --run runs/a --n 5000 --seed 2 --json runs/a/eval.json
     python -m diffusion_lib evaluate --run runs/a --exact-nll     # adds the exact NLL by the probability-flow ODE
     python -m diffusion_lib train --data digits --width 16 --block resnet --batch-size 128 --lr 2e-3 --out runs/d
+    python -m diffusion_lib train --betas my_betas.npy --out runs/e    (a schedule of your own: beta_1..beta_T)
 
 A run folder holds `model.pt` (see `checkpoints`) and `train_log.csv` (step, loss). Every file is
 written to a temporary name and moved into place, so an interrupted command leaves nothing
 half-written. Errors print one line `error: ...` to stderr and exit with status 2 (bad input, missing
-or existing files) or 1 (a non-finite loss during training).
+or existing files) or 1 (a non-finite loss during training). Ctrl-C during `train` finishes the current
+step, saves the weights so far like a completed run, prints one line and exits with status 130.
 """
 
 import argparse
@@ -18,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -83,6 +86,9 @@ def build_parser():
     train.add_argument("--noise", type=_positive_float, default=DEFAULTS.noise, help="data noise, raw units")
     train.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
     train.add_argument("--T", type=_positive_int, default=DEFAULTS.T, help="diffusion steps")
+    train.add_argument("--betas", default=None, metavar="FILE.npy",
+                       help="a schedule of your own: a 1-D float array beta_1..beta_T saved with numpy.save "
+                            "(overrides --schedule and --T)")
     train.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
     train.add_argument("--prediction", choices=PREDICTIONS, default=DEFAULTS.prediction)
     train.add_argument("--var", choices=VARIANCES, default=None,
@@ -164,10 +170,48 @@ def _load_run(run):
         raise CLIError(str(err)) from err
 
 
-def cmd_train(args):
+def _load_betas(path):
+    """The 1-D float array beta_1..beta_T in a .npy file, as a tuple; CLIError (one line) for a bad file."""
+    if not os.path.isfile(path):
+        raise CLIError(f"--betas: no file {path}")
     try:
-        config = TrainConfig(data=args.data, noise=args.noise, schedule=args.schedule, T=args.T, loss=args.loss,
-                             prediction=args.prediction, var=args.var, steps=args.steps, batch_size=args.batch_size,
+        betas = np.load(path, allow_pickle=False)
+    except Exception as err:  # not a .npy file, truncated, or a pickled object array
+        raise CLIError(f"--betas: {path} is not a readable .npy array ({type(err).__name__})") from None
+    if not isinstance(betas, np.ndarray) or betas.ndim != 1 or betas.size < 1 or betas.dtype.kind not in "fiu":
+        shape = getattr(betas, "shape", "?")
+        raise CLIError(f"--betas: {path} must hold a 1-D float array beta_1..beta_T, got shape {shape} "
+                       f"and dtype {getattr(betas, 'dtype', '?')}")
+    return tuple(float(b) for b in betas)
+
+
+class _StopOnCtrlC:
+    """Within the block the first Ctrl-C (SIGINT) only sets `self.requested`; a second one interrupts at once."""
+
+    def __enter__(self):
+        self.requested, self._previous = False, None
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def cmd_train(args):
+    betas = _load_betas(args.betas) if args.betas is not None else None
+    try:
+        config = TrainConfig(data=args.data, noise=args.noise, schedule=args.schedule, T=args.T, betas=betas,
+                             loss=args.loss, prediction=args.prediction, var=args.var, steps=args.steps,
+                             batch_size=args.batch_size,
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, max_seconds=args.max_seconds,
                              ema=args.ema, importance_sampling=args.importance_sampling,
                              hidden=tuple(args.hidden), width=args.width, block=args.block,
@@ -182,13 +226,20 @@ def cmd_train(args):
         raise CLIError(f"the parent folder {parent} of {out} does not exist")
     trainer = Trainer(config, progress=not args.quiet)
     log, failure, start = [], None, time.perf_counter()
-    try:
-        for record in trainer.run():
-            log.append((record.step, record.loss))
-    except NonFiniteLossError as err:
-        failure = err
+    # Ctrl-C stops between two steps, so the weights saved below are those after a whole step
+    with _StopOnCtrlC() as ctrl_c:
+        try:
+            for record in trainer.run():
+                log.append((record.step, record.loss))
+                if ctrl_c.requested:
+                    break
+        except NonFiniteLossError as err:
+            failure = err
     seconds = time.perf_counter() - start
     if trainer.step == 0:
+        if ctrl_c.requested:
+            print("interrupted before the first step: nothing was written", file=sys.stderr)
+            return 130
         raise CLIError(f"{failure} Nothing was written.", code=1)
     # build the run in a temporary folder and move it into place: never a half-written run
     tmp = tempfile.mkdtemp(prefix=".run-", dir=parent)
@@ -208,6 +259,10 @@ def cmd_train(args):
         raise
     if failure is not None:
         raise CLIError(f"{failure} The last good checkpoint (step {trainer.step}) is in {out}/{CHECKPOINT}.", code=1)
+    if ctrl_c.requested:
+        print(f"interrupted at step {trainer.step} of {config.steps}: saved the weights so far to "
+              f"{os.path.join(out, CHECKPOINT)}", file=sys.stderr)
+        return 130
     last = sum(v for _, v in log[-100:]) / len(log[-100:])
     print(f"trained {trainer.step} steps in {seconds:.1f} s, final loss {last:.4f} "
           f"(mean of the last {len(log[-100:])}); saved {os.path.join(out, CHECKPOINT)}")
@@ -337,8 +392,8 @@ def _evaluate_digits(args, ckpt):
 def main(argv=None):
     args = build_parser().parse_args(argv)  # argparse exits with status 2 and a usage line on bad flags
     try:
-        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
+        code = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
-    return 0
+    return code if isinstance(code, int) else 0  # train returns 130 after Ctrl-C; the others return results
