@@ -331,8 +331,8 @@ def cmd_evaluate(args):
         exact = ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction).summary()
     # the floor by Monte Carlo over 10x the bound's points (at most 20000: standard error ~0.01 nats)
     floor, floor_se = swiss_roll_entropy(cfg.noise, n=min(20_000, 10 * args.nll_n))
-    result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "var": var,
-              "steps": ckpt.step, "n": args.n, "nll_n": args.nll_n, "seed": args.seed, **bound,
+    result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "prediction": cfg.prediction,
+              "var": var, "steps": ckpt.step, "n": args.n, "nll_n": args.nll_n, "seed": args.seed, **bound,
               "entropy_floor": floor, "entropy_floor_se": floor_se, "gap_to_floor": bound["nll_bound"] - floor,
               **exact, **metrics, "seconds": time.perf_counter() - start}
     rows = [("NLL bound", f"{bound['nll_bound']:.4f} +- {bound['nll_bound_se']:.4f} nats "
