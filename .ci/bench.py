@@ -98,8 +98,9 @@ def main():
         for var in [None, *EVALS.get(name, [])]:
             out = os.path.join(run, f"eval-{var or 'own'}.json")
             try:
+                # the exact NLL by the probability-flow ODE depends only on the mean: once per network
                 cli("evaluate", "--run", run, "--n", "5000", "--seed", "2", "--json", out, "--force", "--quiet",
-                    *(["--var", var] if var else []))
+                    *(["--var", var] if var else ["--exact-nll"]))
             except RuntimeError as err:
                 failures.append((f"{name} ({var or 'own'})", str(err)))
                 continue
@@ -108,15 +109,17 @@ def main():
         print(f"bench: {name} done", file=sys.stderr, flush=True)
 
     floor = results[0][3]["entropy_floor"]
-    header = (f"{'run':<12} {'loss':<7} {'var':<12} {'steps':>6} {'sw_ratio':>8} {'on_roll':>8} {'coverage':>8} "
-              f"{'NLL bound':>10} {'gap':>7} {'train s':>7} {'sample s':>8}")
+    header = (f"{'run':<13} {'loss':<7} {'pred':<4} {'var':<12} {'steps':>6} {'sw_ratio':>8} {'on_roll':>8} "
+              f"{'coverage':>8} {'NLL bound':>10} {'+-':>6} {'gap':>7} {'exact NLL':>9} {'train s':>7} {'sample s':>8}")
     print(f"\nswiss roll, noise 0.5, n = 5000; entropy floor {floor:.4f} nats "
           f"(+- {results[0][3]['entropy_floor_se']:.4f}); NLL bound in nats per example, raw coordinates")
     print(header)
     print("-" * len(header))
     for name, train_s, sample_s, r in results:
-        print(f"{name:<12} {r['loss']:<7} {r['var']:<12} {r['steps']:>6} {r['sw_ratio']:>8.3f} {r['on_roll']:>8.4f} "
-              f"{r['coverage']:>8.4f} {r['nll_bound']:>10.4f} {r['gap_to_floor']:>7.4f} {train_s:>7.1f} {sample_s:>8.1f}")
+        exact = f"{r['exact_nll']:>9.4f}" if "exact_nll" in r else f"{'':>9}"
+        print(f"{name:<13} {r['loss']:<7} {r.get('prediction', ''):<4} {r['var']:<12} {r['steps']:>6} {r['sw_ratio']:>8.3f} "
+              f"{r['on_roll']:>8.4f} {r['coverage']:>8.4f} {r['nll_bound']:>10.4f} {r['nll_bound_se']:>6.4f} "
+              f"{r['gap_to_floor']:>7.4f} {exact} {train_s:>7.1f} {sample_s:>8.1f}")
     for name, message in failures:
         print(f"{name:<12} FAILED: {message.splitlines()[-1]}")
     forward_ms, step_ms, wall, T = sampler_timing(os.path.join(args.out, "default-60s"))

@@ -76,6 +76,7 @@ from .optimal import (
     optimal_x0,
 )
 from .clipping import clip_x0_denoiser
+from .exact_likelihood import DIVERGENCES, ODENLL, alpha_bar_at, ode_nll, score_from_eps
 from .respacing import (
     DDIMCoefficients,
     Respaced,

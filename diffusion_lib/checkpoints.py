@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import torch
 
 from .data import AffineScaling
-from .schedules import make_schedule
 from .training import TrainConfig, build_model
 
 FORMAT_VERSION = 1
@@ -36,7 +35,7 @@ class Checkpoint:
 
     model: torch.nn.Module  # the weights to sample from (the EMA copy when training used one), eval mode
     config: TrainConfig
-    sched: object  # NoiseSchedule rebuilt from config.schedule and config.T, checked against the betas
+    sched: object  # NoiseSchedule rebuilt from config (schedule and T, or its custom betas), checked against the betas
     scaling: AffineScaling
     step: int  # optimiser steps the weights have seen
 
@@ -73,7 +72,9 @@ def load_checkpoint(path, schedule=None, T=None):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and EOF errors all mean the same thing here
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated file): {err}") from err
+        # one line: torch's own message runs to paragraphs (weights_only advice, a request to file an issue)
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated file; "
+                              f"{type(err).__name__}): retrain or restore it") from None
     if not isinstance(state, dict) or any(k not in state for k in _KEYS):
         raise CheckpointError(f"{path} is not a diffusion_lib checkpoint (missing fields)")
     if state["format_version"] != FORMAT_VERSION:
@@ -85,6 +86,8 @@ def load_checkpoint(path, schedule=None, T=None):
         raise CheckpointError(f"{path} has config fields this version does not know: {sorted(unknown)}")
     raw = dict(state["config"])
     raw["hidden"] = tuple(raw.get("hidden", TrainConfig.hidden))
+    if raw.get("betas") is not None:
+        raw["betas"] = tuple(raw["betas"])
     config = TrainConfig(**raw)
     if schedule is not None and schedule != config.schedule:
         raise CheckpointError(f"{path} was trained with schedule {config.schedule!r}, not {schedule!r}")
@@ -92,7 +95,7 @@ def load_checkpoint(path, schedule=None, T=None):
         raise CheckpointError(f"{path} was trained with T = {config.T}, not T = {T}")
     try:
         config.validate()
-        sched = make_schedule(config.schedule, config.T)
+        sched = config.noise_schedule()
     except ValueError as err:
         raise CheckpointError(f"{path} holds an invalid config: {err}") from err
     betas = state["betas"]

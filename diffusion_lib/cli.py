@@ -4,12 +4,15 @@
     python -m diffusion_lib train --max-seconds 60 --out runs/b
     python -m diffusion_lib sample --run runs/a --n 5000 --seed 1 --out runs/a/samples.npy
     python -m diffusion_lib evaluate --run runs/a --n 5000 --seed 2 --json runs/a/eval.json
+    python -m diffusion_lib evaluate --run runs/a --exact-nll     # adds the exact NLL by the probability-flow ODE
     python -m diffusion_lib train --data digits --width 16 --block resnet --batch-size 128 --lr 2e-3 --out runs/d
+    python -m diffusion_lib train --betas my_betas.npy --out runs/e    (a schedule of your own: beta_1..beta_T)
 
 A run folder holds `model.pt` (see `checkpoints`) and `train_log.csv` (step, loss). Every file is
 written to a temporary name and moved into place, so an interrupted command leaves nothing
 half-written. Errors print one line `error: ...` to stderr and exit with status 2 (bad input, missing
-or existing files) or 1 (a non-finite loss during training).
+or existing files) or 1 (a non-finite loss during training). Ctrl-C during `train` finishes the current
+step, saves the weights so far like a completed run, prints one line and exits with status 130.
 """
 
 import argparse
@@ -17,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,6 +32,7 @@ from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data import swiss_roll
 from .density import swiss_roll_entropy
 from .evaluation import nll_bound, sample_metrics
+from .exact_likelihood import ode_nll
 from .optimal_variance import optimal_variance
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
@@ -81,6 +86,9 @@ def build_parser():
     train.add_argument("--noise", type=_positive_float, default=DEFAULTS.noise, help="data noise, raw units")
     train.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
     train.add_argument("--T", type=_positive_int, default=DEFAULTS.T, help="diffusion steps")
+    train.add_argument("--betas", default=None, metavar="FILE.npy",
+                       help="a schedule of your own: a 1-D float array beta_1..beta_T saved with numpy.save "
+                            "(overrides --schedule and --T)")
     train.add_argument("--loss", choices=LOSSES, default=DEFAULTS.loss)
     train.add_argument("--prediction", choices=PREDICTIONS, default=DEFAULTS.prediction)
     train.add_argument("--var", choices=VARIANCES, default=None,
@@ -124,6 +132,8 @@ def build_parser():
     ev.add_argument("--var", choices=VARIANCES, default=None,
                     help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
     ev.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
+    ev.add_argument("--exact-nll", action="store_true",
+                    help="also the exact NLL by the probability-flow ODE on the bound's points (swiss roll)")
     ev.add_argument("--json", default=None, help="write the results to this JSON file")
     ev.add_argument("--force", action="store_true", help="replace an existing JSON file")
     ev.add_argument("--quiet", action="store_true")
@@ -160,10 +170,48 @@ def _load_run(run):
         raise CLIError(str(err)) from err
 
 
-def cmd_train(args):
+def _load_betas(path):
+    """The 1-D float array beta_1..beta_T in a .npy file, as a tuple; CLIError (one line) for a bad file."""
+    if not os.path.isfile(path):
+        raise CLIError(f"--betas: no file {path}")
     try:
-        config = TrainConfig(data=args.data, noise=args.noise, schedule=args.schedule, T=args.T, loss=args.loss,
-                             prediction=args.prediction, var=args.var, steps=args.steps, batch_size=args.batch_size,
+        betas = np.load(path, allow_pickle=False)
+    except Exception as err:  # not a .npy file, truncated, or a pickled object array
+        raise CLIError(f"--betas: {path} is not a readable .npy array ({type(err).__name__})") from None
+    if not isinstance(betas, np.ndarray) or betas.ndim != 1 or betas.size < 1 or betas.dtype.kind not in "fiu":
+        shape = getattr(betas, "shape", "?")
+        raise CLIError(f"--betas: {path} must hold a 1-D float array beta_1..beta_T, got shape {shape} "
+                       f"and dtype {getattr(betas, 'dtype', '?')}")
+    return tuple(float(b) for b in betas)
+
+
+class _StopOnCtrlC:
+    """Within the block the first Ctrl-C (SIGINT) only sets `self.requested`; a second one interrupts at once."""
+
+    def __enter__(self):
+        self.requested, self._previous = False, None
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def cmd_train(args):
+    betas = _load_betas(args.betas) if args.betas is not None else None
+    try:
+        config = TrainConfig(data=args.data, noise=args.noise, schedule=args.schedule, T=args.T, betas=betas,
+                             loss=args.loss, prediction=args.prediction, var=args.var, steps=args.steps,
+                             batch_size=args.batch_size,
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, max_seconds=args.max_seconds,
                              ema=args.ema, importance_sampling=args.importance_sampling,
                              hidden=tuple(args.hidden), width=args.width, block=args.block,
@@ -178,13 +226,20 @@ def cmd_train(args):
         raise CLIError(f"the parent folder {parent} of {out} does not exist")
     trainer = Trainer(config, progress=not args.quiet)
     log, failure, start = [], None, time.perf_counter()
-    try:
-        for record in trainer.run():
-            log.append((record.step, record.loss))
-    except NonFiniteLossError as err:
-        failure = err
+    # Ctrl-C stops between two steps, so the weights saved below are those after a whole step
+    with _StopOnCtrlC() as ctrl_c:
+        try:
+            for record in trainer.run():
+                log.append((record.step, record.loss))
+                if ctrl_c.requested:
+                    break
+        except NonFiniteLossError as err:
+            failure = err
     seconds = time.perf_counter() - start
     if trainer.step == 0:
+        if ctrl_c.requested:
+            print("interrupted before the first step: nothing was written", file=sys.stderr)
+            return 130
         raise CLIError(f"{failure} Nothing was written.", code=1)
     # build the run in a temporary folder and move it into place: never a half-written run
     tmp = tempfile.mkdtemp(prefix=".run-", dir=parent)
@@ -204,6 +259,10 @@ def cmd_train(args):
         raise
     if failure is not None:
         raise CLIError(f"{failure} The last good checkpoint (step {trainer.step}) is in {out}/{CHECKPOINT}.", code=1)
+    if ctrl_c.requested:
+        print(f"interrupted at step {trainer.step} of {config.steps}: saved the weights so far to "
+              f"{os.path.join(out, CHECKPOINT)}", file=sys.stderr)
+        return 130
     last = sum(v for _, v in log[-100:]) / len(log[-100:])
     print(f"trained {trainer.step} steps in {seconds:.1f} s, final loss {last:.4f} "
           f"(mean of the last {len(log[-100:])}); saved {os.path.join(out, CHECKPOINT)}")
@@ -255,6 +314,9 @@ def cmd_evaluate(args):
         _check_output(args.json, args.force)
     ckpt = _load_run(args.run)
     if ckpt.config.data == "digits":
+        if args.exact_nll:
+            raise CLIError("--exact-nll is for the swiss roll: the digits are discrete data, whose likelihood is "
+                           "the bound's (a density would need dequantization)")
         return _evaluate_digits(args, ckpt)
     cfg, var = ckpt.config, args.var or ckpt.config.var
     start = time.perf_counter()
@@ -264,18 +326,24 @@ def cmd_evaluate(args):
     x_eval = swiss_roll(args.nll_n, cfg.noise, seed=2_000_000 + args.seed)
     bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction, var,
                       torch.Generator().manual_seed(args.seed), progress=not args.quiet, variances=variances).summary()
+    exact = {}
+    if args.exact_nll:
+        exact = ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction).summary()
     # the floor by Monte Carlo over 10x the bound's points (at most 20000: standard error ~0.01 nats)
     floor, floor_se = swiss_roll_entropy(cfg.noise, n=min(20_000, 10 * args.nll_n))
-    result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "var": var,
-              "steps": ckpt.step, "n": args.n, "nll_n": args.nll_n, "seed": args.seed, **bound,
+    result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "prediction": cfg.prediction,
+              "var": var, "steps": ckpt.step, "n": args.n, "nll_n": args.nll_n, "seed": args.seed, **bound,
               "entropy_floor": floor, "entropy_floor_se": floor_se, "gap_to_floor": bound["nll_bound"] - floor,
-              **metrics, "seconds": time.perf_counter() - start}
+              **exact, **metrics, "seconds": time.perf_counter() - start}
     rows = [("NLL bound", f"{bound['nll_bound']:.4f} +- {bound['nll_bound_se']:.4f} nats "
                           f"({bound['nll_bound_bpd']:.4f} bits/dim)"),
             ("  L_T", f"{bound['L_T']:.4f} nats"), ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"),
             ("  L_0", f"{bound['L_0']:.4f} nats (raw coordinates)"),
             ("entropy floor", f"{floor:.4f} +- {floor_se:.4f} nats"),
             ("gap to floor", f"{result['gap_to_floor']:.4f} nats"),
+            *([("exact NLL (ODE)", f"{exact['exact_nll']:.4f} +- {exact['exact_nll_se']:.4f} nats (median "
+                                   f"{exact['exact_nll_median']:.4f}, max {exact['exact_nll_max']:.2f})")]
+              if exact else []),
             ("sliced-W ratio", f"{metrics['sw_ratio']:.3f} (fresh data ~1)"),
             ("on-roll fraction", f"{metrics['on_roll']:.4f} (fresh data ~0.997)"),
             ("coverage TV", f"{metrics['coverage']:.4f} (fresh data ~0.014)")]
@@ -324,8 +392,8 @@ def _evaluate_digits(args, ckpt):
 def main(argv=None):
     args = build_parser().parse_args(argv)  # argparse exits with status 2 and a usage line on bad flags
     try:
-        {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
+        code = {"train": cmd_train, "sample": cmd_sample, "evaluate": cmd_evaluate}[args.command](args)
     except CLIError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code
-    return 0
+    return code if isinstance(code, int) else 0  # train returns 130 after Ctrl-C; the others return results

@@ -57,8 +57,9 @@ def train_classifier(digits, epochs=30, batch_size=64, lr=2e-3, seed=0):
     Deterministic for a seed: the initial weights and the order of the examples come from it.
     """
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = DigitClassifier()
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, the caller's global generator untouched
+        torch.manual_seed(seed)
+        model = DigitClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     n = len(digits)
     for _ in range(epochs):

@@ -8,9 +8,10 @@ a density of x_0, so in raw coordinates L_0 gains D log(scale) (`AffineScaling.n
     -log p(x) <= L_T + sum_{t>=2} L_{t-1} + L_0 + D log(scale)                       [Ho20, Eq. 5]
 
 Sample quality (all in raw coordinates, samples x against fresh data from the same generator):
-  - sw_ratio = SW_2(x, fresh_a) / SW_2(fresh_b, fresh_a): the sliced Wasserstein distance [Bo15] over
-    NUM_DIRECTIONS evenly spaced directions, relative to the distance between two fresh data sets of
-    the same size. 1.0 is perfect.
+  - sw_ratio = SW_2(x, ref) / mean_k SW_2(fresh_k, ref): the sliced Wasserstein distance [Bo15] over
+    NUM_DIRECTIONS evenly spaced directions from the samples to a reference of REFERENCE_SIZE fresh
+    points, relative to the mean distance of NUM_FRESH_SETS fresh data sets of the samples' size to the
+    same reference. 1.0 is perfect.
   - on_roll = fraction of samples within ON_ROLL_BAND * noise of the noiseless curve. For data a point
     is off only when its noise normal to the curve exceeds 3 sigma: expected 0.9973.
   - coverage = total-variation distance between the histogram (COVERAGE_BINS equal bins of tau) of

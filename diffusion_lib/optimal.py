@@ -28,6 +28,7 @@ import torch
 
 from .data import TAU_RANGE, roll_curve
 from .density import CHUNK, NUM_NODES, _nodes
+from .exact_likelihood import alpha_bar_at
 from .indexing import check_data, check_t, gather
 from .posterior import eps_from_x0
 
@@ -76,8 +77,12 @@ def _prepare(xt, t, sched):
     check_data("xt", xt)
     if xt.ndim != 2:
         raise ValueError(f"xt must be points of shape (B, D), got shape {tuple(xt.shape)}")
-    t = check_t(t, sched.T, xt.shape[0])
     xt64 = xt.double()
+    if torch.is_tensor(t) and t.is_floating_point():
+        # continuous t in [0, T] (the probability-flow ODE): alpha_bar interpolated in log-SNR
+        alpha_bar_t = alpha_bar_at(sched, t)
+        return xt64, t, alpha_bar_t.reshape(-1, 1) if alpha_bar_t.ndim else alpha_bar_t
+    t = check_t(t, sched.T, xt.shape[0])
     return xt64, t, gather(sched.alpha_bar, t, xt64)
 
 
@@ -97,7 +102,16 @@ def optimal_x0(xt, t, sched, scaling, noise=0.5, num_nodes=NUM_NODES):
 def optimal_eps(xt, t, sched, scaling, noise=0.5, num_nodes=NUM_NODES):
     """E[eps | x_t] = (x_t - sqrt(alpha_bar_t) E[x_0 | x_t]) / sqrt(1 - alpha_bar_t): float64 (B, 2)."""
     x0 = optimal_x0(xt, t, sched, scaling, noise, num_nodes)
-    return eps_from_x0(sched, xt.double(), t, x0)
+    return _eps(sched, xt.double(), t, x0)
+
+
+def _eps(sched, xt64, t, x0):
+    """eps from x_0 [Ho20, Eq. 4] at integer t (`posterior.eps_from_x0`) or continuous t (`alpha_bar_at`)."""
+    if torch.is_tensor(t) and t.is_floating_point():
+        alpha_bar_t = alpha_bar_at(sched, t)
+        alpha_bar_t = alpha_bar_t.reshape(-1, 1) if alpha_bar_t.ndim else alpha_bar_t
+        return (xt64 - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
+    return eps_from_x0(sched, xt64, t, x0)
 
 
 def optimal_denoiser(sched, scaling, noise=0.5, num_nodes=NUM_NODES):
@@ -113,7 +127,7 @@ def optimal_denoiser(sched, scaling, noise=0.5, num_nodes=NUM_NODES):
     def model(xt, t):
         xt64, t, alpha_bar_t = _prepare(xt, t, sched)
         x0 = _mixture_x0(xt64, alpha_bar_t, m, log_w, s2)
-        return eps_from_x0(sched, xt64, t, x0).to(xt.dtype)
+        return _eps(sched, xt64, t, x0).to(xt.dtype)
 
     return model
 
@@ -186,6 +200,6 @@ def memorising_denoiser(sched, train_x0):
 
     def model(xt, t):
         x0 = memorising_x0(xt, t, sched, train)
-        return eps_from_x0(sched, xt.double(), t, x0).to(xt.dtype)
+        return _eps(sched, xt.double(), t, x0).to(xt.dtype)
 
     return model

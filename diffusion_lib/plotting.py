@@ -37,11 +37,11 @@ def _style_plane(ax, limits, title):
     return ax
 
 
-def plot_points(x, ax=None, title=None, color=DATA_COLOR, limits=LIMITS, label=None, alpha=0.5):
-    """Scatter 2-D points (N, 2) with equal axes; returns the Axes."""
+def plot_points(x, ax=None, title=None, color=DATA_COLOR, limits=LIMITS, label=None, alpha=0.5, size=POINT_SIZE):
+    """Scatter 2-D points (N, 2) with equal axes (marker area `size`); returns the Axes."""
     ax = _axes(ax)
     x = x.detach().cpu()
-    ax.scatter(x[:, 0], x[:, 1], s=POINT_SIZE, color=color, alpha=alpha, label=label, linewidths=0)
+    ax.scatter(x[:, 0], x[:, 1], s=size, color=color, alpha=alpha, label=label, linewidths=0)
     return _style_plane(ax, limits, title)
 
 
@@ -84,6 +84,39 @@ def save_gif(snapshots, path, limits=LIMITS, title="forward process", fps=8, col
     anim.save(path, writer=PillowWriter(fps=fps))
     plt.close(fig)
     return path
+
+
+class AnimatedGif:
+    """A GIF file for display in a notebook, with a still PNG of its last frame for static renderers.
+
+    Jupyter shows the animation (an HTML <img> of the GIF, its preferred type); a renderer that shows
+    only images (a PNG-only viewer, a PDF export) shows the last frame instead of a text placeholder.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        import base64
+        import io
+
+        from PIL import Image
+
+        data = self.path.read_bytes()
+        with Image.open(io.BytesIO(data)) as gif:
+            frames = getattr(gif, "n_frames", 1)
+            gif.seek(frames - 1)
+            buffer = io.BytesIO()
+            gif.convert("RGB").save(buffer, format="PNG", optimize=True)
+        gif64 = base64.b64encode(data).decode("ascii")
+        return {"text/html": f'<img src="data:image/gif;base64,{gif64}" alt="{self.path.name}"/>',
+                "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                "text/plain": f"<animation {self.path.name}: {frames} frames>"}
+
+
+def show_gif(path):
+    """The GIF at `path` as an AnimatedGif (animation in Jupyter, last frame as PNG elsewhere)."""
+    return AnimatedGif(path)
 
 
 def plot_schedule_curve(sched, values, ax=None, ylabel=None, logy=False, label=None, title=None,

@@ -8,8 +8,11 @@ K-step schedule with the same alpha_bar at the kept steps:
 
     alpha_bar'_k = alpha_bar_{s_k},   beta'_k = 1 - alpha_bar'_k / alpha_bar'_{k-1}   (alpha_bar'_0 = 1)
 
-A model trained on the original t is called at s_k when the new schedule is at step k (improved-diffusion's
-`space_timesteps` and `_WrappedModel`, there 0-based). Any sampler then runs on the new schedule.
+A model trained on the original t is called at s_k when the new schedule is at step k (as improved-diffusion's
+`_WrappedModel` does, there 0-based). Any sampler then runs on the new schedule. The kept steps are our
+own rule, not improved-diffusion's `space_timesteps`: K steps evenly spaced from 1 to T, rounded half up,
+always keeping t = T (K = 1 keeps only T); improved-diffusion rounds its fractional stride differently
+and does not always keep T, so for many (T, K), odd K in particular, the two keep different steps.
 
 DDIM [SME21, Eq. 12] is a family of samplers with the same marginals q(x_t | x_0) as DDPM:
 
@@ -31,7 +34,11 @@ from .schedules import NoiseSchedule
 
 
 def space_timesteps(T, num_steps):
-    """num_steps kept steps evenly spaced over 1..T, always with 1 and T: a sorted list of ints."""
+    """num_steps kept steps evenly spaced over 1..T, always with 1 and T: a sorted list of ints.
+
+    round(1 + k (T - 1) / (num_steps - 1)) for k = 0..num_steps-1, halves rounded up; [T] for num_steps = 1.
+    Not improved-diffusion's rule (see the module docstring).
+    """
     if not (isinstance(num_steps, int) and 1 <= num_steps <= T):
         raise ValueError(f"num_steps must be an int in 1..T = 1..{T}, got {num_steps!r}")
     if num_steps == 1:

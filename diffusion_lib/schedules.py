@@ -116,7 +116,8 @@ class NoiseSchedule:
 def _endpoints(T):
     """[Ho20] beta_1 = 1e-4, beta_T = 0.02 at T = 1000, both scaled by 1000 / T [ND21, Sec. 3.2].
 
-    Below T = 50 the scaled beta_T would exceed 1, so both are capped at MAX_BETA.
+    Below T = 20 the scaled beta_T = 20 / T would exceed 1, so it is capped at MAX_BETA (beta_1 = 0.1 / T
+    never reaches the cap).
     """
     scale = 1000.0 / T
     return min(scale * 1e-4, MAX_BETA), min(scale * 0.02, MAX_BETA)

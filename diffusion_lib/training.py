@@ -26,7 +26,7 @@ from .losses import LOSSES, TimestepSampler, training_losses
 from .models import MLP
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
-from .schedules import make_schedule
+from .schedules import SCHEDULES, NoiseSchedule, make_schedule
 from .unet import BLOCKS, UNet
 
 DATASETS = ("swiss_roll", "digits")
@@ -41,6 +41,7 @@ class TrainConfig:
     noise: float = 0.5  # data noise: standard deviation around the roll, raw coordinates
     schedule: str = "cosine"  # noise schedule: linear | quadratic | sigmoid | cosine
     T: int = 1000  # number of diffusion steps
+    betas: tuple | None = None  # a schedule of your own, beta_1..beta_T: overrides schedule ("custom") and T
     loss: str = "simple"  # simple | vlb | hybrid (see LOSSES)
     # what the net predicts: eps | x0 | mu | v. v [Sa22] keeps both ends of the chain well conditioned: an
     # eps-net's error is magnified 1/sqrt(alpha_T) ~ 32x at the cosine schedule's clipped last step, which
@@ -68,10 +69,18 @@ class TrainConfig:
             self.var = default_variance(self.loss)
 
     def validate(self):
-        """Raise ValueError with the allowed values for any bad field; return self."""
+        """Raise ValueError with the allowed values for any bad field; return self.
+
+        Custom betas are checked (1-D, each in (0, 1)) and set schedule = "custom" and T = len(betas).
+        """
         if self.var == "optimal":
             raise ValueError("the optimal variance is estimated after training, from data: train with "
                              "fixed_small (or leave var unset) and pass --var optimal to sample or evaluate")
+        if self.betas is not None:
+            betas = NoiseSchedule.from_betas(self.betas).beta[1:]  # raises ValueError for a bad sequence
+            self.betas, self.schedule, self.T = tuple(betas.tolist()), "custom", betas.numel()
+        elif self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES} (or give betas)")
         choices = {"data": DATASETS, "loss": LOSSES, "prediction": PREDICTIONS, "var": VARIANCES,
                    "lr_schedule": ("constant", "cosine"), "block": BLOCKS}
         for name, allowed in choices.items():
@@ -91,6 +100,12 @@ class TrainConfig:
         if self.var == "learned" and self.loss == "simple":
             raise ValueError("the simple loss cannot train a learned variance: use loss 'vlb' or 'hybrid'")
         return self
+
+    def noise_schedule(self):
+        """The NoiseSchedule of this run: the custom betas if given, else make_schedule(schedule, T)."""
+        if self.betas is not None:
+            return NoiseSchedule.from_betas(self.betas, name="custom")
+        return make_schedule(self.schedule, self.T)
 
 
 def default_variance(loss):
@@ -141,15 +156,19 @@ class Trainer:
     def __init__(self, config, model=None, progress=False):
         self.config = config.validate()
         self.progress = progress
-        self.sched = make_schedule(config.schedule, config.T)
+        self.sched = config.noise_schedule()
         if config.data == "digits":
             self.scaling = digits_scaling()
             self._digits = self.scaling.to_model(load_digits("train").images).float()
         else:
             self.scaling = swiss_roll_scaling(config.noise)
         self.data_shape = DATA_SHAPES[config.data]
-        torch.manual_seed(config.seed)  # the initial weights
-        self.model = model if model is not None else build_model(config)
+        if model is None:
+            # the initial weights come from the seed; fork_rng leaves the caller's global generator untouched
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed)
+                model = build_model(config)
+        self.model = model
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, foreach=True)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -195,7 +214,7 @@ class Trainer:
         return cfg.lr * warm * decay
 
     def train_step(self, progress):
-        """One step of Algorithm 1; returns the batch loss, or raises NonFiniteLossError."""
+        """One step of Algorithm 1; returns (batch loss, learning rate used), or raises NonFiniteLossError."""
         cfg = self.config
         x0 = self.next_batch()
         t, weights = self.t_sampler.sample(x0.shape[0], self.generator)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .exact_likelihood import alpha_bar_at
 from .forward import q_sample
 from .indexing import check_data
 from .likelihood import prior_kl, vlb_term
@@ -90,14 +91,16 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
 
 
 def gaussian_data_denoiser(sched, data_var):
-    """The exact eps-predicting model for data x_0 ~ N(0, data_var I).
+    """The exact eps-predicting model for data x_0 ~ N(0, data_var I) (t integer, or float: `alpha_bar_at`).
 
     q(x_t) = N(0, (alpha_bar_t s^2 + 1 - alpha_bar_t) I), and E[x_0 | x_t] is linear in x_t:
     E[x_0 | x_t] = sqrt(alpha_bar_t) s^2 / (alpha_bar_t s^2 + 1 - alpha_bar_t) x_t;
     the model returns the matching E[eps | x_t] = x_t (1 - alpha_bar_t) ^ 0.5 / (alpha_bar_t s^2 + 1 - alpha_bar_t).
     """
     def model(xt, t):
-        alpha_bar_t = sched.alpha_bar[t].reshape(-1, *([1] * (xt.ndim - 1))).to(xt.dtype)
+        # integer t indexes the schedule; float t (the probability-flow ODE) interpolates it
+        ab = alpha_bar_at(sched, t) if torch.is_tensor(t) and t.is_floating_point() else sched.alpha_bar[t]
+        alpha_bar_t = ab.reshape(-1, *([1] * (xt.ndim - 1))).to(xt.dtype)
         return (1 - alpha_bar_t).sqrt() / (alpha_bar_t * data_var + 1 - alpha_bar_t) * xt
 
     return model

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import diffusion_lib as dl
 from diffusion_lib.cli import main
 
 TINY = ["--T", "20", "--steps", "30", "--batch-size", "64", "--hidden", "16", "16", "--quiet"]
@@ -65,6 +66,26 @@ def test_digits_train_sample_evaluate(tmp_path):
     assert result["nll_bound"] == pytest.approx(result["L_T"] + result["sum_L_t_minus_1"] + result["L_0"])
     assert sum(result["class_counts"]) == 20 and result["classifier_accuracy"] > 0.9
     assert result["frechet_floor"] > 0 and "bits/dim" in res.stdout and "Frechet" in res.stdout
+    res = run_cli("evaluate", "--run", str(run), "--exact-nll", "--quiet")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--exact-nll is for the swiss roll" in res.stderr
+
+
+def test_evaluate_exact_nll(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--run", str(run_dir), "--n", "50", "--nll-n", "30", "--seed", "3", "--quiet"]
+    assert main([*args, "--exact-nll", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert "exact NLL (ODE)" in printed and f"{result['exact_nll']:.4f} +- {result['exact_nll_se']:.4f} nats" in printed
+    # the same numbers as the library on the same points (the evaluation set of seed 3)
+    ckpt = dl.load_checkpoint(str(run_dir / "model.pt"))
+    direct = dl.ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, dl.swiss_roll(30, 0.5, seed=2_000_003)).summary()
+    assert result["exact_nll"] == pytest.approx(direct["exact_nll"], abs=1e-9)
+    assert result["exact_nll_se"] == pytest.approx(direct["exact_nll_se"], abs=1e-9) and result["exact_nll_se"] > 0
+    # without the flag the JSON has no exact NLL
+    assert main([*args, "--json", str(tmp_path / "plain.json")]) == 0
+    assert "exact_nll" not in json.loads((tmp_path / "plain.json").read_text())
+    assert "exact NLL" not in capsys.readouterr().out
 
 
 def test_sampling_is_reproducible_from_the_seed(run_dir, tmp_path):

@@ -132,7 +132,8 @@ def test_irreducible_loss_equals_the_mean_squared_residual():
         xt = math.sqrt(ab) * draw_x0(n, scaling, gen) + math.sqrt(1 - ab) * eps
         residual = (eps - optimal_eps(xt, t, sched, scaling, NOISE, num_nodes=NODES)).pow(2).mean(dim=1)
         direct, direct_se = residual.mean(), residual.std() / math.sqrt(n)
-        assert abs(loss - direct) < 4 * math.hypot(se, direct_se), (t, loss, se, direct, direct_se)
+        # 5 standard errors: 5.7e-7 false alarms per check, 2e-6 for the three, at any seed
+        assert abs(loss - direct) < 5 * math.hypot(se, direct_se), (t, loss, se, direct, direct_se)
         assert se < 0.6 * direct_se  # conditioning on x_t removes the spread of eps around its mean
 
 

@@ -104,8 +104,9 @@ def test_ddim_on_a_gaussian_follows_the_exact_variance_recursion():
         x = ddim_sample(r.sched, r.wrap(dl.gaussian_data_denoiser(sched, s2)), n, eta=eta,
                         generator=torch.Generator().manual_seed(num_steps))
         sample_var = x.double().var(dim=0)
-        # standard error of a variance estimate from n normal draws: var sqrt(2 / (n - 1))
-        assert ((sample_var - var).abs() < 4 * var * (2 / (n - 1)) ** 0.5).all(), (num_steps, eta, sample_var, var)
+        # standard error of a variance estimate from n normal draws: var sqrt(2 / (n - 1)); 5 of them leave
+        # 5.7e-7 false alarms per check, 5e-6 for the 8 (4 settings x 2 coordinates), at any seed
+        assert ((sample_var - var).abs() < 5 * var * (2 / (n - 1)) ** 0.5).all(), (num_steps, eta, sample_var, var)
         if num_steps == 1000:
             assert abs(var - s2) < 5e-3
 

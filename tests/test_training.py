@@ -115,7 +115,7 @@ def test_importance_weights_are_unbiased():
     t, w = sampler.sample(200_000, gen)
     values = w * f[t - 1]
     se = values.std() / len(values) ** 0.5
-    assert abs(values.mean() - f.mean()) < 4 * se
+    assert abs(values.mean() - f.mean()) < 4 * se  # one check: 6.3e-5 false alarms at any seed (200 000 draws)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_finite_weights():
