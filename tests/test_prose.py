@@ -29,8 +29,6 @@ PROCESS_TALK = [
 ]
 # notebooks still being rewritten elsewhere: their text is fixed by those rewrites (remove a mark when it passes)
 PENDING_PROSE = {
-    "05": "the likelihood rewrite (issue 11) drops 'the stored run'",
-    "07": "the likelihood rewrite (issue 11) drops 'the issue's target', 'make bench', 'the committed run'",
     "10": "the digits rewrite drops 'time budget', 'a network of ours', 'a shared virtual machine'",
 }
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
