@@ -79,7 +79,8 @@ def test_evaluate_exact_nll(run_dir, tmp_path, capsys):
     assert "exact NLL (ODE)" in printed and f"{result['exact_nll']:.4f} +- {result['exact_nll_se']:.4f} nats" in printed
     # the same numbers as the library on the same points (the evaluation set of seed 3)
     ckpt = dl.load_checkpoint(str(run_dir / "model.pt"))
-    direct = dl.ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, dl.swiss_roll(30, 0.5, seed=2_000_003)).summary()
+    direct = dl.ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, dl.swiss_roll(30, 0.5, seed=2_000_003),
+                         ckpt.config.prediction).summary()
     assert result["exact_nll"] == pytest.approx(direct["exact_nll"], abs=1e-9)
     assert result["exact_nll_se"] == pytest.approx(direct["exact_nll_se"], abs=1e-9) and result["exact_nll_se"] > 0
     # without the flag the JSON has no exact NLL

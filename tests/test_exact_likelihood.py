@@ -100,7 +100,7 @@ def test_gaussian_data_gives_the_exact_nll(name, data_var):
     assert torch.allclose(result.nll, result.prior + result.flow)
 
 
-def test_predictions_x0_and_mu_give_the_same_nll():
+def test_predictions_x0_mu_and_v_give_the_same_nll():
     sched = dl.make_schedule("cosine", 200)
     eps_model = dl.gaussian_data_denoiser(sched, 0.7)
 
@@ -113,9 +113,13 @@ def test_predictions_x0_and_mu_give_the_same_nll():
         x0 = x0_model(xt, t)
         return _interp(sched.posterior_coef_x0, tc) * x0 + _interp(sched.posterior_coef_xt, tc) * xt
 
+    def v_model(xt, t):  # v = sqrt(abar) eps - sqrt(1 - abar) x_0 [Sa22]
+        ab = dl.alpha_bar_at(sched, t).reshape(-1, 1)
+        return ab.sqrt() * eps_model(xt, t) - (1 - ab).sqrt() * x0_model(xt, t)
+
     x, _ = gaussian_data(50, 0.7)
     ref = dl.ode_nll(sched, eps_model, SCALING, x, steps=32).nll
-    for prediction, model in (("x0", x0_model), ("mu", mu_model)):
+    for prediction, model in (("x0", x0_model), ("mu", mu_model), ("v", v_model)):
         out = dl.ode_nll(sched, model, SCALING, x, prediction=prediction, steps=32).nll
         assert torch.allclose(out, ref, atol=1e-8), prediction
 
