@@ -40,6 +40,8 @@ SEED_SWEEP = [
     ("06", {"SEED": 2024, "STEPS": 800, "N_SAMPLES": 1000, "N_NLL": 100, "GIF_FRAMES": 10, "BETAS": CUSTOM_BETAS}),
 ]
 TRAINING_SWEEP = {
+    # 07's conclusions branch on whether the schedule clips its last beta: linear has no clipped step
+    "07": [("linear", 1000)],
     "08": [("linear", 1000), ("sigmoid", 1000), ("cosine", 100)],
     # 09's clipping claims differ by schedule: quadratic has the largest sqrt(alpha_bar_T), cosine the smallest
     "09": [("linear", 1000), ("quadratic", 1000), ("cosine", 100)],

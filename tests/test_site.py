@@ -131,6 +131,7 @@ def test_notebook_page_typesets_formulas_and_shows_figures(site, tmp_path):
 
 def test_gif_animation_is_shown(site, tmp_path):
     html = (site / "notebooks" / "01_forward_process.html").read_text()
-    assert re.search(r'<img[^>]+src="[^"]+\.gif"', html), "the forward-process GIF is on the page"
+    # a linked file or, from dl.plotting.show_gif, the GIF inlined as a data URI
+    assert re.search(r'<img[^>]+src="(data:image/gif;base64,[^"]+|[^"]+\.gif)"', html), "the forward-process GIF is on the page"
     report, _ = _check(site / "notebooks" / "01_forward_process.html", _chromium(), tmp_path, "01_forward_process.png")
     assert report["formulas"] > 0 and not report["broken"], report
