@@ -103,6 +103,7 @@ def test_ctrl_c_during_train_saves_the_last_good_weights(tmp_path, capsys, monke
         return result
 
     monkeypatch.setattr(dl.Trainer, "train_step", step_then_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
     out = tmp_path / "run"
     assert main(["train", *TINY, "--T", "20", "--steps", "1000", "--out", str(out)]) == 130
     captured = capsys.readouterr()
@@ -110,7 +111,7 @@ def test_ctrl_c_during_train_saves_the_last_good_weights(tmp_path, capsys, monke
     assert load_checkpoint(out / "model.pt").step == 7
     assert sorted(os.listdir(out)) == ["config.json", "model.pt", "train_log.csv"]
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []  # no temporary folder left behind
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C handling restored
+    assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C handling restored to what it was
 
 
 def test_ctrl_c_before_the_first_step_writes_nothing(tmp_path, capsys, monkeypatch):
