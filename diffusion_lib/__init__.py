@@ -63,9 +63,18 @@ from .evaluation import (
 from .optimal_variance import OptimalVariance, optimal_variance
 from .losses import LOSSES, TimestepSampler, training_losses
 from .models import MLP, timestep_embedding
-from .sampling import sample, sample_data, sample_loop, step_coefficients
+from .sampling import (
+    SAMPLERS,
+    SamplingPlan,
+    ddim_invert,
+    sample,
+    sample_data,
+    sample_loop,
+    sampling_plan,
+    step_coefficients,
+)
 from .training import NonFiniteLossError, TrainConfig, Trainer, TrainRecord, default_variance
-# the optimal denoiser and the floor of the loss; faster sampling (respacing, DDIM)
+# the optimal denoiser and the floor of the loss; which steps fast samplers visit
 from .optimal import (
     IrreducibleLoss,
     irreducible_simple_loss,
@@ -78,12 +87,13 @@ from .optimal import (
 from .clipping import clip_x0_denoiser
 from .exact_likelihood import DIVERGENCES, ODENLL, alpha_bar_at, ode_nll, score_from_eps
 from .respacing import (
-    DDIMCoefficients,
+    DPM_SOLVER_LAMBDA_MIN,
+    SPACINGS,
     Respaced,
-    ddim_coefficients,
-    ddim_loop,
-    ddim_sample,
+    half_log_snr,
     respace,
+    respaced_schedule,
+    select_timesteps,
     space_timesteps,
 )
 

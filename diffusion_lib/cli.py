@@ -3,6 +3,7 @@
     python -m diffusion_lib train --schedule cosine --T 1000 --loss simple --steps 5000 --seed 0 --out runs/a
     python -m diffusion_lib train --max-seconds 60 --out runs/b
     python -m diffusion_lib sample --run runs/a --n 5000 --seed 1 --out runs/a/samples.npy
+    python -m diffusion_lib sample --run runs/a --sampler dpm_solver --steps 20 --out runs/a/fast.npy   (20 NFE)
     python -m diffusion_lib evaluate --run runs/a --n 5000 --seed 2 --json runs/a/eval.json
     python -m diffusion_lib evaluate --run runs/a --exact-nll     # adds the exact NLL by the probability-flow ODE
     python -m diffusion_lib train --data digits --width 16 --block resnet --batch-size 128 --lr 2e-3 --out runs/d
@@ -36,7 +37,8 @@ from .exact_likelihood import ode_nll
 from .optimal_variance import optimal_variance
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
-from .sampling import sample_data
+from .respacing import SPACINGS
+from .sampling import SAMPLERS, sample_data, sampling_plan
 from .schedules import SCHEDULES
 from .training import DATA_SHAPES, DATASETS, LOSSES, NonFiniteLossError, TrainConfig, Trainer
 from .unet import BLOCKS
@@ -72,6 +74,23 @@ def _checked(convert, valid, expected):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
 _ema_decay = _checked(float, lambda v: 0 <= v < 1, "a decay in [0, 1)")
+
+
+def _eta(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM), got {text!r}")
+    return value
+
+
+def _add_sampler_arguments(parser):
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ancestral",
+                        help="ancestral (Algorithm 2), ddim, euler, heun or dpm_solver (DPM-Solver++(2M))")
+    parser.add_argument("--steps", type=_positive_int, default=None,
+                        help="timesteps the sampler visits (default: every step; heun calls the network 2K - 1 times)")
+    parser.add_argument("--spacing", choices=SPACINGS, default=None,
+                        help="which steps with --steps (default: the sampler's own, see sampling.DEFAULT_SPACING)")
+    parser.add_argument("--eta", type=_eta, default=None, help="DDIM's noise, 0 (default) to 1 (--sampler ddim)")
 
 
 def build_parser():
@@ -118,6 +137,7 @@ def build_parser():
     samp.add_argument("--var", choices=VARIANCES, default=None,
                       help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
     samp.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
+    _add_sampler_arguments(samp)
     samp.add_argument("--out", required=True,
                       help="output .npy file: (N, 2) points, or (N, 1, 8, 8) digits with intensities 0..16")
     samp.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -132,6 +152,7 @@ def build_parser():
     ev.add_argument("--var", choices=VARIANCES, default=None,
                     help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
     ev.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
+    _add_sampler_arguments(ev)
     ev.add_argument("--exact-nll", action="store_true",
                     help="also the exact NLL by the probability-flow ODE on the bound's points (swiss roll)")
     ev.add_argument("--json", default=None, help="write the results to this JSON file")
@@ -285,11 +306,23 @@ def _variances(ckpt, var, var_n, seed, quiet):
                             batch_size=500, progress=not quiet).var
 
 
-def _sample(ckpt, n, seed, var, quiet, variances=None):
+def _plan(ckpt, args):
+    """The sampler's plan for this run (its timesteps and NFE), with a one-line error for bad --steps/--eta."""
+    if args.eta is not None and args.sampler != "ddim":
+        raise CLIError(f"--eta is DDIM's noise: use it with --sampler ddim, not {args.sampler}")
+    try:
+        return sampling_plan(ckpt.sched, args.sampler, args.steps, args.spacing)
+    except ValueError as err:
+        raise CLIError(f"--steps: {err}") from None
+
+
+def _sample(ckpt, n, seed, var, quiet, variances=None, args=None):
     cfg = ckpt.config
     generator = torch.Generator().manual_seed(seed)
+    sampler_args = {} if args is None else {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
+                                             "eta": args.eta}
     x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
-                    progress=not quiet, data_shape=DATA_SHAPES[cfg.data], variances=variances)
+                    progress=not quiet, data_shape=DATA_SHAPES[cfg.data], variances=variances, **sampler_args)
     if not torch.isfinite(x).all():
         raise CLIError("the sampler produced NaN or inf values: the model is broken; retrain it", code=1)
     return x
@@ -298,15 +331,19 @@ def _sample(ckpt, n, seed, var, quiet, variances=None):
 def cmd_sample(args):
     _check_output(args.out, args.force)
     ckpt = _load_run(args.run)
+    plan = _plan(ckpt, args)
     variances = _variances(ckpt, args.var, args.var_n, args.seed, args.quiet)
-    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances)
+    start = time.perf_counter()
+    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances, args)
+    seconds = time.perf_counter() - start
     if ckpt.config.data == "digits":
         from .digits import quantize
 
         x = quantize(x)  # the nearest of the 17 intensities
     x = x.numpy()
     _write_atomic(args.out, lambda f: np.save(f, x))
-    print(f"wrote {x.shape[0]} samples (raw data coordinates) to {args.out}")
+    print(f"wrote {x.shape[0]} samples (raw data coordinates) to {args.out}: sampler {plan.sampler}, "
+          f"{len(plan.timesteps)} steps, {plan.nfe} NFE, {seconds:.2f} s")
 
 
 def cmd_evaluate(args):
@@ -319,9 +356,10 @@ def cmd_evaluate(args):
                            "the bound's (a density would need dequantization)")
         return _evaluate_digits(args, ckpt)
     cfg, var = ckpt.config, args.var or ckpt.config.var
+    plan = _plan(ckpt, args)
     start = time.perf_counter()
     variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
-    samples = _sample(ckpt, args.n, args.seed, var, args.quiet, variances)
+    samples = _sample(ckpt, args.n, args.seed, var, args.quiet, variances, args)
     metrics = sample_metrics(samples, cfg.noise, seed=args.seed)
     x_eval = swiss_roll(args.nll_n, cfg.noise, seed=2_000_000 + args.seed)
     bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction, var,
@@ -332,7 +370,8 @@ def cmd_evaluate(args):
     # the floor by Monte Carlo over 10x the bound's points (at most 20000: standard error ~0.01 nats)
     floor, floor_se = swiss_roll_entropy(cfg.noise, n=min(20_000, 10 * args.nll_n))
     result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "prediction": cfg.prediction,
-              "var": var, "steps": ckpt.step, "n": args.n, "nll_n": args.nll_n, "seed": args.seed, **bound,
+              "var": var, "train_steps": ckpt.step, **_plan_keys(plan), "n": args.n, "nll_n": args.nll_n,
+              "seed": args.seed, **bound,
               "entropy_floor": floor, "entropy_floor_se": floor_se, "gap_to_floor": bound["nll_bound"] - floor,
               **exact, **metrics, "seconds": time.perf_counter() - start}
     rows = [("NLL bound", f"{bound['nll_bound']:.4f} +- {bound['nll_bound_se']:.4f} nats "
@@ -344,10 +383,15 @@ def cmd_evaluate(args):
             *([("exact NLL (ODE)", f"{exact['exact_nll']:.4f} +- {exact['exact_nll_se']:.4f} nats (median "
                                    f"{exact['exact_nll_median']:.4f}, max {exact['exact_nll_max']:.2f})")]
               if exact else []),
+            ("sampler", f"{plan.sampler}, {len(plan.timesteps)} steps, {plan.nfe} NFE"),
             ("sliced-W ratio", f"{metrics['sw_ratio']:.3f} (fresh data ~1)"),
             ("on-roll fraction", f"{metrics['on_roll']:.4f} (fresh data ~0.997)"),
             ("coverage TV", f"{metrics['coverage']:.4f} (fresh data ~0.014)")]
     return _report(args, rows, result)
+
+
+def _plan_keys(plan):
+    return {"sampler": plan.sampler, "steps": len(plan.timesteps), "nfe": plan.nfe, "spacing": plan.spacing}
 
 
 def _report(args, rows, result):
@@ -366,21 +410,24 @@ def _evaluate_digits(args, ckpt):
     cfg, var = ckpt.config, args.var or ckpt.config.var
     start = time.perf_counter()
     train, test = load_digits("train"), load_digits("test")
+    plan = _plan(ckpt, args)
     variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
-    samples = quantize(_sample(ckpt, args.n, args.seed, var, args.quiet, variances))
+    samples = quantize(_sample(ckpt, args.n, args.seed, var, args.quiet, variances, args))
     classifier = train_classifier(train, seed=args.seed)
     quality = digit_quality(classifier, samples, test, seed=args.seed)
     bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, test.images[:args.nll_n], cfg.prediction, var,
                       torch.Generator().manual_seed(args.seed), progress=not args.quiet, decoder="discretized",
                       levels=DIGIT_LEVELS, batch_size=120, variances=variances).summary()
     result = {"run": args.run, "data": "digits", "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
-              "var": var, "steps": ckpt.step, "n": args.n, "nll_n": min(args.nll_n, len(test)), "seed": args.seed,
+              "var": var, "train_steps": ckpt.step, **_plan_keys(plan), "n": args.n,
+              "nll_n": min(args.nll_n, len(test)), "seed": args.seed,
               **bound, "classifier_accuracy": classifier_accuracy(classifier, test), **dataclasses.asdict(quality),
               "seconds": time.perf_counter() - start}
     rows = [("NLL bound", f"{bound['nll_bound_bpd']:.4f} bits/dim ({bound['nll_bound']:.2f} "
                           f"+- {bound['nll_bound_se']:.2f} nats per image)"),
             ("  L_T", f"{bound['L_T']:.4f} nats"), ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"),
             ("  L_0", f"{bound['L_0']:.4f} nats (discretized, 17 levels)"),
+            ("sampler", f"{plan.sampler}, {len(plan.timesteps)} steps, {plan.nfe} NFE"),
             ("classifier", f"{result['classifier_accuracy']:.3f} held-out accuracy"),
             ("class counts", " ".join(str(c) for c in quality.class_counts)),
             ("class TV", f"{quality.class_tv:.3f} (uniform 0)"),

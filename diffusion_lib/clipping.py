@@ -4,7 +4,7 @@ Contents: `clip_x0_denoiser`.
 
 improved-diffusion clamps x0_pred = (x_t - sqrt(1 - ab_t) eps_pred) / sqrt(ab_t) [Ho20, Eq. 4] to
 [-1, 1] before the posterior mean [Ho20, Eq. 7]. For an eps-predicting model the same step follows from
-recomputing eps from the clipped x_0, so the wrapped model runs in any sampler (`sample_loop`, `ddim_loop`).
+recomputing eps from the clipped x_0, so the wrapped model runs in any sampler of `sample_loop`.
 Clipping is only right when the data really lie in the box; for data at another scale it distorts them.
 """
 

@@ -1,7 +1,7 @@
-"""Faster sampling: timestep respacing and DDIM.
+"""Which timesteps a sampler visits: respacing [ND21, Sec. 4] and the step selections of fast samplers.
 
-Contents: `space_timesteps`, `Respaced`, `respace`, `DDIMCoefficients`, `ddim_coefficients`, `ddim_loop`,
-`ddim_sample`.
+Contents: `SPACINGS`, `DPM_SOLVER_LAMBDA_MIN`, `half_log_snr`, `select_timesteps`, `space_timesteps`,
+`Respaced`, `respace`, `respaced_schedule`.
 
 Respacing [ND21, Sec. 4] keeps a subsequence 1 <= s_1 < ... < s_K = T of the steps and builds a new
 K-step schedule with the same alpha_bar at the kept steps:
@@ -14,23 +14,100 @@ own rule, not improved-diffusion's `space_timesteps`: K steps evenly spaced from
 always keeping t = T (K = 1 keeps only T); improved-diffusion rounds its fractional stride differently
 and does not always keep T, so for many (T, K), odd K in particular, the two keep different steps.
 
-DDIM [SME21, Eq. 12] is a family of samplers with the same marginals q(x_t | x_0) as DDPM:
+A sampler with K network calls visits K of the T trained steps, t_K > ... > t_1, then x_0. Which K
+(`select_timesteps`, one of SPACINGS), in terms of the half log-SNR lambda_t = log(sqrt(ab_t) / sqrt(1 - ab_t))
+and the noise level sigma_t = sqrt((1 - ab_t) / ab_t) of the equivalent variance-exploding process:
 
-    x_{t-1} = sqrt(ab_{t-1}) x0_pred + sqrt(1 - ab_{t-1} - sigma_t^2) eps_pred + sigma_t z
-    sigma_t(eta) = eta sqrt((1 - ab_{t-1}) / (1 - ab_t)) sqrt(1 - ab_t / ab_{t-1})        [SME21, Eq. 16]
+    "uniform"   evenly spaced from 1 to t_max, both kept (our `space_timesteps`)
+    "leading"   1, 1 + t_max // K, 1 + 2 (t_max // K), ...: starts at 1, never reaches t_max   [diffusers]
+    "trailing"  t_max, t_max - t_max / K, ... (rounded): starts at t_max, never reaches 1     [Lin24, Table 2]
+    "log_snr"   evenly spaced in lambda between lambda_{t_max} and lambda_1                   [Lu22, Sec. 3.3]
+    "edm"       sigma_k = (sigma_max^(1/rho) + k / (K - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, rho = 7
+                                                                                              [Ka22, Eq. 5]
 
-with ab = alpha_bar. eta = 0 is deterministic; eta = 1 gives sigma_t^2 = beta_tilde_t and the same
-mean as the ancestral step [Ho20, Eq. 7]: DDPM with the "fixed_small" variance.
+The last two are rounded to the trained step with the nearest lambda (sigma), keeping K distinct steps.
+t_max is T, or (`lambda_min`) the largest t with lambda_t >= lambda_min: a schedule whose last steps carry
+almost no signal (the cosine schedule's clipped beta_T = 0.999 has lambda_T = -9.9) is entered where the
+network is still well conditioned, as DPM-Solver does with its cut-off lambda_min = -5.1 [Lu22b; diffusers'
+`lambda_min_clipped`]. x_{t_max} ~ N(0, I) then misses q(x_{t_max}) by a KL of about D ab_{t_max} / 2.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .indexing import check_t
-from .posterior import PREDICTIONS, convert_prediction
-from .schedules import NoiseSchedule
+from .schedules import NoiseSchedule, ScheduleWarning
+
+SPACINGS = ("uniform", "leading", "trailing", "log_snr", "edm")
+# DPM-Solver's cut-off of the half log-SNR for the cosine schedule [Lu22b; diffusers' lambda_min_clipped]
+DPM_SOLVER_LAMBDA_MIN = -5.1
+
+
+def half_log_snr(sched):
+    """lambda_t = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)) = log(SNR_t) / 2 for t = 0..T (float64; +inf at 0)."""
+    return 0.5 * (sched.alpha_bar.log() - torch.log1p(-sched.alpha_bar))
+
+
+def _last_step(sched, lambda_min):
+    """t_max: T, or the largest t whose half log-SNR is >= lambda_min (at least 1)."""
+    if lambda_min is None:
+        return sched.T
+    if not isinstance(lambda_min, (int, float)) or math.isnan(lambda_min):
+        raise ValueError(f"lambda_min must be a number (the half log-SNR where sampling starts) or None, "
+                         f"got {lambda_min!r}")
+    above = (half_log_snr(sched)[1:] >= lambda_min).nonzero()
+    return int(above[-1]) + 1 if above.numel() else 1
+
+
+def _nearest_steps(values, targets, t_max):
+    """K distinct steps in 1..t_max, increasing, whose `values` (increasing in t) are nearest the sorted targets."""
+    values = values[1:t_max + 1]
+    idx = torch.searchsorted(values, targets).clamp(1, t_max - 1)
+    nearer_left = (targets - values[idx - 1]).abs() <= (values[idx] - targets).abs()
+    steps = (idx + 1 - nearer_left.long()).tolist()  # 1-based
+    for k in range(1, len(steps)):  # make them distinct, pushing collisions up ...
+        steps[k] = max(steps[k], steps[k - 1] + 1)
+    steps[-1] = min(steps[-1], t_max)
+    for k in range(len(steps) - 2, -1, -1):  # ... and back down below t_max
+        steps[k] = min(steps[k], steps[k + 1] - 1)
+    return steps
+
+
+def select_timesteps(sched, steps=None, spacing="uniform", lambda_min=None, rho=7.0):
+    """The K = steps timesteps a sampler calls the network at, increasing: a list of ints in 1..T.
+
+    steps None keeps every step 1..t_max; spacing one of SPACINGS (see the module docstring); lambda_min
+    the half log-SNR below which the last steps are skipped (None: start at T); rho the EDM exponent.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
+    t_max = _last_step(sched, lambda_min)
+    if steps is None:
+        return list(range(1, t_max + 1))
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= t_max:
+        raise ValueError(f"steps must be an int in 1..{t_max} (the steps available from t_max = {t_max}), "
+                         f"got {steps!r}")
+    K = steps
+    if K == 1 or K == t_max:
+        return [t_max] if K == 1 else list(range(1, t_max + 1))
+    if spacing == "uniform":
+        return space_timesteps(t_max, K)
+    if spacing == "leading":
+        return [1 + k * (t_max // K) for k in range(K)]
+    if spacing == "trailing":
+        return sorted(math.floor(t_max - k * t_max / K + 0.5) for k in range(K))
+    frac = torch.linspace(0, 1, K, dtype=torch.float64)
+    if spacing == "log_snr":
+        lam = half_log_snr(sched)
+        targets = -(lam[1] + frac * (lam[t_max] - lam[1]))  # -lambda increases with t
+        return _nearest_steps(-lam, targets, t_max)
+    log_sigma = -half_log_snr(sched)  # log sigma_t = -lambda_t
+    s_min, s_max = math.exp(log_sigma[1]) ** (1 / rho), math.exp(log_sigma[t_max]) ** (1 / rho)
+    targets = rho * torch.log(s_min + frac * (s_max - s_min))  # EDM's sigmas, from sigma_min up, as log sigma
+    return _nearest_steps(log_sigma, targets, t_max)
 
 
 def space_timesteps(T, num_steps):
@@ -68,81 +145,30 @@ class Respaced:
         return wrapped
 
 
-def respace(sched, kept):
-    """The schedule on the kept steps (a strictly increasing sequence in 1..T ending at T) [ND21, Sec. 4]."""
+def respaced_schedule(sched, kept):
+    """The K-step schedule with alpha_bar'_k = alpha_bar_{kept[k]} for any strictly increasing kept in 1..T.
+
+    It may end below T (a sampler that skips the clipped tail); then x_{kept[-1]} is taken as N(0, I), and
+    no ScheduleWarning is raised for the signal left there: that is the sampler's choice, made knowingly.
+    """
     kept = torch.as_tensor(list(kept), dtype=torch.int64)
     if kept.ndim != 1 or kept.numel() < 1:
         raise ValueError("kept must be a non-empty sequence of timesteps, e.g. space_timesteps(T, 50)")
     check_t(kept, sched.T)
     if kept.numel() > 1 and not (kept[1:] > kept[:-1]).all():
         raise ValueError(f"kept timesteps must be strictly increasing, got {kept.tolist()[:10]}...")
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), sched.alpha_bar[kept]])
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScheduleWarning)
+        return NoiseSchedule.from_betas(betas, name=f"{sched.name}-respaced{kept.numel()}")
+
+
+def respace(sched, kept):
+    """The schedule on the kept steps (a strictly increasing sequence in 1..T ending at T) [ND21, Sec. 4]."""
+    new = respaced_schedule(sched, kept)
+    kept = torch.as_tensor(list(kept), dtype=torch.int64)
     if int(kept[-1]) != sched.T:
         raise ValueError(f"kept must end at T = {sched.T} so sampling starts from the same x_T ~ N(0, I); "
                          f"it ends at {int(kept[-1])}")
-    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), sched.alpha_bar[kept]])
-    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
-    new = NoiseSchedule.from_betas(betas, name=f"{sched.name}-respaced{kept.numel()}")
     return Respaced(sched=new, timestep_map=torch.cat([torch.zeros(1, dtype=torch.int64), kept]))
-
-
-@dataclass
-class DDIMCoefficients:
-    """Per-t Python floats, index t = 1..T (slot 0 unused): x_{t-1} = a[t] x_t + b[t] output + sigma[t] z."""
-
-    a: list
-    b: list
-    sigma: list
-
-
-def ddim_coefficients(sched, eta=0.0, prediction="eps"):
-    """The DDIM update [SME21, Eq. 12] as an affine map of (x_t, output), from `convert_prediction` (float64)."""
-    if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):
-        raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM), got {eta!r}")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
-    T = sched.T
-    t = torch.arange(1, T + 1)
-    ab, ab_prev = sched.alpha_bar[1:], sched.alpha_bar[:-1]
-    sigma = eta * ((1 - ab_prev) / (1 - ab)).sqrt() * (1 - ab / ab_prev).sqrt()
-    # 1 - ab_prev - sigma^2 >= 0 exactly (it is (1 - ab_prev)^2 alpha_t / (1 - ab_t) at eta = 1); clamp rounding
-    dir_coef = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt()
-    zero, one = torch.zeros(T, 1, dtype=torch.float64), torch.ones(T, 1, dtype=torch.float64)
-    eps_a, x0_a, _ = convert_prediction(sched, one, t, zero, prediction)  # at x_t = 1, output = 0
-    eps_b, x0_b, _ = convert_prediction(sched, zero, t, one, prediction)  # at x_t = 0, output = 1
-    a = ab_prev.sqrt() * x0_a[:, 0] + dir_coef * eps_a[:, 0]
-    b = ab_prev.sqrt() * x0_b[:, 0] + dir_coef * eps_b[:, 0]
-
-    def pad(x):
-        return [0.0] + x.tolist()
-
-    return DDIMCoefficients(a=pad(a), b=pad(b), sigma=pad(sigma))
-
-
-def ddim_loop(sched, model, n, eta=0.0, prediction="eps", generator=None, data_shape=(2,), x_T=None):
-    """DDIM sampling as a generator: yields (t, x_t) for t = T, ..., 0 like `sampling.sample_loop`.
-
-    Run it on a `respace(...).sched` with the `wrap`ped model to sample in fewer steps. z is drawn only
-    where sigma_t > 0, so with eta = 1 and the same generator it reproduces `sample_loop(...,
-    var_type="fixed_small")` draw for draw. x_t is float32 (n, *data_shape), under torch.inference_mode.
-    """
-    coef = ddim_coefficients(sched, eta, prediction)
-    with torch.inference_mode():
-        x = torch.randn((n, *data_shape), generator=generator) if x_T is None else x_T.float()
-        yield sched.T, x
-        t_batch = torch.empty(n, dtype=torch.int64)
-        for t in range(sched.T, 0, -1):
-            out = model(x, t_batch.fill_(t))
-            if isinstance(out, tuple):
-                out = out[0]  # a learned variance is ignored: DDIM sets its own sigma_t
-            x = out * coef.b[t] + x * coef.a[t]
-            if coef.sigma[t] > 0:
-                x = torch.add(x, torch.randn(x.shape, generator=generator), alpha=coef.sigma[t])
-            yield t - 1, x
-
-
-def ddim_sample(sched, model, n, eta=0.0, prediction="eps", generator=None, data_shape=(2,)):
-    """x_0 from DDIM [SME21, Eq. 12]: a float32 (n, *data_shape) tensor in model coordinates."""
-    for t, x in ddim_loop(sched, model, n, eta, prediction, generator, data_shape):
-        if t == 0:
-            return x
-

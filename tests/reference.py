@@ -4,10 +4,12 @@ Nothing here imports diffusion_lib, so a test that compares the library with the
 one implementation against another. Lists are indexed like the library: entry t is the paper's t,
 entry 0 is padding.
 
-References: [Ho20] Ho, Jain, Abbeel 2020; [ND21] Nichol & Dhariwal 2021.
+References: [Ho20] Ho, Jain, Abbeel 2020; [ND21] Nichol & Dhariwal 2021; [Lu22b] DPM-Solver++; [Ka22] EDM.
 """
 
 import math
+
+import numpy as np
 
 # the numbers of steps every schedule is tested with
 SIZES = (10, 100, 1000)
@@ -83,3 +85,49 @@ def gaussian_expected_bound(betas, data_var, num_dims, var_type):
         else:
             total += 0.5 * (math.log(var / bt[t]) + (bt[t] + c ** 2 * r) / var - 1)
     return num_dims * total
+
+
+def dpm_solver_pp_2m(alpha_bar, timesteps, x_T, x0_model):
+    """DPM-Solver++(2M) transcribed from [Lu22b, Alg. 2] in float64 numpy: alpha_t = sqrt(ab), sigma_t = sqrt(1 - ab),
+    lambda_t = log(alpha_t / sigma_t); timesteps t_0 > t_1 > ... > t_M >= 1 (the paper's order); the final
+    denoising x_0 = x_theta(x_{t_M}, t_M) (lambda_0 = inf). x0_model(x, t) -> data prediction (numpy)."""
+    ab = np.asarray(alpha_bar, dtype=np.float64)[1:]  # t = 1..T: slot 0 (ab = 1) has lambda = inf
+    ab = np.concatenate([[np.nan], ab])
+    alpha, sigma = np.sqrt(ab), np.sqrt(1 - ab)
+    lam = np.log(alpha) - np.log(sigma)
+    x = np.asarray(x_T, dtype=np.float64)
+    ts = list(timesteps)
+    prev = x0_model(x, ts[0])
+    if len(ts) > 1:
+        h = lam[ts[1]] - lam[ts[0]]
+        x = sigma[ts[1]] / sigma[ts[0]] * x - alpha[ts[1]] * (np.exp(-h) - 1) * prev
+    for i in range(2, len(ts)):
+        h_prev, h = lam[ts[i - 1]] - lam[ts[i - 2]], lam[ts[i]] - lam[ts[i - 1]]
+        r = h_prev / h
+        cur = x0_model(x, ts[i - 1])
+        D = (1 + 1 / (2 * r)) * cur - 1 / (2 * r) * prev
+        x = sigma[ts[i]] / sigma[ts[i - 1]] * x - alpha[ts[i]] * (np.exp(-h) - 1) * D
+        prev = cur
+    return x0_model(x, ts[-1])
+
+
+def edm_heun(alpha_bar, timesteps, x_T, x0_model):
+    """[Ka22, Alg. 1] (deterministic Heun) transcribed in float64 numpy on the VE variable x / sqrt(ab), with
+    sigma_i = sqrt((1 - ab) / ab) at the given decreasing timesteps and sigma_N = 0; D(x; sigma_i) =
+    x0_model(sqrt(ab) x, t_i). Returns x_N = x_0."""
+    ab = np.asarray(alpha_bar, dtype=np.float64)
+    ts = list(timesteps)
+    sig = [np.sqrt((1 - ab[t]) / ab[t]) for t in ts] + [0.0]
+
+    def D(x, i):
+        return x0_model(np.sqrt(ab[ts[i]]) * x, ts[i])
+
+    x = np.asarray(x_T, dtype=np.float64) / np.sqrt(ab[ts[0]])
+    for i in range(len(ts)):
+        d = (x - D(x, i)) / sig[i]
+        x_next = x + (sig[i + 1] - sig[i]) * d
+        if sig[i + 1] != 0:
+            d_next = (x_next - D(x_next, i + 1)) / sig[i + 1]
+            x_next = x + (sig[i + 1] - sig[i]) * (0.5 * d + 0.5 * d_next)
+        x = x_next
+    return x

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import diffusion_lib as dl
 from diffusion_lib.cli import main
@@ -176,3 +177,28 @@ def test_optimal_variance_from_the_command_line(tmp_path, capsys):
     assert np.isfinite(np.load(tmp_path / "x.npy")).all()
     assert main(["train", *TINY, "--var", "optimal", "--out", str(tmp_path / "r")]) == 2
     assert "estimated after training" in capsys.readouterr().err
+
+
+def test_sampler_and_steps_from_the_command_line(run_dir, tmp_path, capsys):
+    # --sampler/--steps reach the library unchanged, and evaluate reports sampler, steps and nfe
+    for sampler, steps, nfe in (("dpm_solver", 5, 5), ("heun", 4, 7), ("ancestral", None, 20)):
+        out = tmp_path / f"{sampler}.json"
+        flags = ["--sampler", sampler] + ([] if steps is None else ["--steps", str(steps)])
+        assert main(["evaluate", "--run", str(run_dir), "--n", "60", "--nll-n", "20", "--seed", "4", *flags,
+                     "--json", str(out), "--quiet"]) == 0
+        result = json.loads(out.read_text())
+        assert (result["sampler"], result["steps"], result["nfe"]) == (sampler, steps or 20, nfe)
+        assert result["train_steps"] == 30 and f"{nfe} NFE" in capsys.readouterr().out
+    path = tmp_path / "fast.npy"
+    assert main(["sample", "--run", str(run_dir), "--n", "40", "--seed", "5", "--sampler", "ddim", "--steps", "6",
+                 "--eta", "0.5", "--out", str(path), "--quiet"]) == 0
+    ckpt = dl.load_checkpoint(str(run_dir / "model.pt"))
+    direct = dl.sample_data(ckpt.sched, ckpt.model, ckpt.scaling, 40, ckpt.config.prediction, ckpt.config.var,
+                            torch.Generator().manual_seed(5), sampler="ddim", steps=6, eta=0.5)
+    assert np.allclose(np.load(path), direct.numpy())
+    assert "sampler ddim, 6 steps, 6 NFE" in capsys.readouterr().out
+    for flags, message in ((["--steps", "21"], "--steps: steps must be an int in 1..20"),
+                           (["--sampler", "heun", "--eta", "0.3"], "--eta is DDIM's noise")):
+        code = main(["sample", "--run", str(run_dir), "--out", str(tmp_path / "x.npy"), "--quiet", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err

@@ -1,10 +1,12 @@
-"""Respacing keeps alpha_bar at the kept steps; DDIM with eta = 1 is the ancestral fixed_small step."""
+"""Respacing keeps alpha_bar at the kept steps; DDIM (sample_loop(sampler="ddim")) on a respaced sequence."""
 
 import pytest
 import torch
 
 import diffusion_lib as dl
-from diffusion_lib.respacing import ddim_coefficients, ddim_loop, ddim_sample, respace, space_timesteps
+from diffusion_lib.respacing import respace, space_timesteps
+
+UNIFORM = {"spacing": "uniform", "lambda_min": None}  # the kept steps of space_timesteps(T, K)
 
 
 @pytest.mark.parametrize("name", dl.SCHEDULES)
@@ -46,42 +48,19 @@ def test_wrapped_model_sees_the_original_timesteps():
     assert [int(t[0]) for t in seen[1:]] == [100, 40, 3]
 
 
-@pytest.mark.parametrize("prediction", ["eps", "x0", "mu"])
-def test_ddim_eta1_step_is_the_ancestral_fixed_small_step(prediction):
-    # same mean and variance as p_mean_variance(fixed_small) for t >= 2 [SME21, Eq. 16; Ho20, Eq. 7];
-    # at t = 1 both return the mean with no noise
-    sched = dl.make_schedule("cosine", 200)
-    coef = ddim_coefficients(sched, eta=1.0, prediction=prediction)
-    gen = torch.Generator().manual_seed(0)
-    xt, out = (torch.randn(5, 2, generator=gen, dtype=torch.float64) for _ in range(2))
-    for t in (1, 2, 3, 77, 199, 200):
-        step = dl.p_mean_variance(sched, out, xt, t, prediction, "fixed_small")
-        assert torch.allclose(coef.a[t] * xt + coef.b[t] * out, step.mean, rtol=1e-9, atol=1e-10)
-        if t >= 2:
-            assert coef.sigma[t] ** 2 == pytest.approx(float(sched.beta_tilde[t]), rel=1e-10)
-    assert coef.sigma[1] == 0.0
-
-
-def test_ddim_eta1_reproduces_ancestral_sampling_draw_for_draw():
-    sched = dl.make_schedule("linear", 50)
-    model = dl.gaussian_data_denoiser(sched, 0.5)
-    a = dl.sample(sched, model, 200, generator=torch.Generator().manual_seed(1))
-    b = ddim_sample(sched, model, 200, eta=1.0, generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(a, b, atol=1e-4)
-
-
 def test_ddim_eta0_is_deterministic_and_exact_for_a_point_mass():
     # data x_0 = 0: the exact eps model is eps = x_t / sqrt(1 - ab_t), x0_pred = 0, and the x_t path scales
     # as sqrt(1 - ab_{t-1}) / sqrt(1 - ab_t): x_0 = 0 exactly, with no randomness after x_T
     sched = dl.make_schedule("cosine", 30)
-    r = respace(sched, space_timesteps(30, 7))
-    model = r.wrap(lambda xt, t: xt / (1 - sched.alpha_bar[t]).sqrt().reshape(-1, 1).float())
-    states = list(ddim_loop(r.sched, model, 16, eta=0.0, generator=torch.Generator().manual_seed(2)))
-    assert [t for t, _ in states] == list(range(7, -1, -1))
+    kept = space_timesteps(30, 7)
+    model = lambda xt, t: xt / (1 - sched.alpha_bar[t]).sqrt().reshape(-1, 1).float()  # noqa: E731
+    states = list(dl.sample_loop(sched, model, 16, sampler="ddim", steps=7, eta=0.0, **UNIFORM,
+                                 generator=torch.Generator().manual_seed(2)))
+    assert [t for t, _ in states] == kept[::-1] + [0]
     assert states[-1][1].abs().max() < 1e-4
     x_T = states[0][1]
     for k, x in states[1:-1]:
-        ratio = ((1 - r.sched.alpha_bar[k]) / (1 - r.sched.alpha_bar[7])).sqrt()
+        ratio = ((1 - sched.alpha_bar[k]) / (1 - sched.alpha_bar[30])).sqrt()
         assert torch.allclose(x, x_T * float(ratio), rtol=1e-4, atol=1e-5)
 
 
@@ -101,8 +80,8 @@ def test_ddim_on_a_gaussian_follows_the_exact_variance_recursion():
             v = ab[t] * s2 + 1 - ab[t]
             A = ((ab[t - 1] * ab[t]).sqrt() * s2 + ((1 - ab[t - 1] - sigma2) * (1 - ab[t])).sqrt()) / v
             var = float(A ** 2 * var + sigma2)
-        x = ddim_sample(r.sched, r.wrap(dl.gaussian_data_denoiser(sched, s2)), n, eta=eta,
-                        generator=torch.Generator().manual_seed(num_steps))
+        x = dl.sample(sched, dl.gaussian_data_denoiser(sched, s2), n, sampler="ddim", steps=num_steps, eta=eta,
+                      **UNIFORM, generator=torch.Generator().manual_seed(num_steps))
         sample_var = x.double().var(dim=0)
         # standard error of a variance estimate from n normal draws: var sqrt(2 / (n - 1)); 5 of them leave
         # 5.7e-7 false alarms per check, 5e-6 for the 8 (4 settings x 2 coordinates), at any seed
@@ -121,7 +100,8 @@ def test_bad_input():
         respace(sched, [0, 100])
     with pytest.raises(ValueError, match="num_steps"):
         space_timesteps(100, 0)
-    with pytest.raises(ValueError, match="eta"):
-        ddim_coefficients(sched, eta=1.5)
-    with pytest.raises(ValueError, match="prediction"):
-        ddim_coefficients(sched, prediction="velocity")
+    model = dl.gaussian_data_denoiser(sched, 0.5)
+    with pytest.raises(ValueError, match="eta must be a number in"):
+        dl.sample(sched, model, 4, sampler="ddim", eta=1.5)
+    with pytest.raises(ValueError, match=r"unknown prediction 'velocity'; choose one of \('eps'"):
+        dl.sample(sched, model, 4, prediction="velocity", sampler="ddim")
