@@ -170,7 +170,7 @@ class _Field:
         with torch.enable_grad():
             xg = x.to(self.dtype).detach().requires_grad_(True)
             out = self.model(xg, torch.full((x.shape[0],), t, dtype=torch.float64))
-            out = out[0] if isinstance(out, tuple) else out  # a learned-variance model: (prediction, v)
+            out = out[0] if isinstance(out, tuple) else out  # a learned-variance model: (prediction, var_interp)
             eps = _eps_from_output(self.sched, out, xg, t, ab, self.prediction)
             flat = eps.reshape(eps.shape[0], -1)
             if self.divergence == "exact":
@@ -213,7 +213,7 @@ def ode_nll(sched, model, scaling, x0, prediction="eps", steps=128, divergence="
     """-log p_theta(x) of raw data x0 (N, ...) by the probability-flow ODE (see the module docstring): an ODENLL.
 
     Args: model(xt, t) any callable with float t (B,) (MLP, U-Net, `optimal_denoiser`); a tuple output
-    (prediction, v) uses the prediction. prediction one of posterior.PREDICTIONS. steps RK4 steps in log sigma;
+    (prediction, var_interp) uses the prediction. prediction one of posterior.PREDICTIONS. steps RK4 steps in log sigma;
     the tolerance, measured on the swiss roll by halving the step from 128: the mean moves by < 2e-4
     nats, single points by < 4e-3 with the optimal denoiser and up to 0.03 with a trained MLP (its output
     wiggles in t between the integer steps it was trained on; the mean is unaffected).

@@ -17,8 +17,8 @@ import torch
 
 from .forward import q_sample
 from .likelihood import vlb_term
-from .posterior import prediction_target
-from .reverse import p_mean_variance
+from .posterior import PREDICTIONS, prediction_target
+from .reverse import VARIANCES, p_mean_variance
 from .vlb import split_output
 
 LOSSES = ("simple", "vlb", "hybrid")
@@ -77,8 +77,14 @@ def training_losses(sched, model, x0, t, eps, loss="simple", prediction="eps", v
 
     The bound term L_{t-1} (B,) is returned for importance sampling (None for the simple loss).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+    if var not in VARIANCES:
+        raise ValueError(f"unknown var {var!r}; choose one of {VARIANCES}")
     xt = q_sample(sched, x0, t, eps)
-    out, v = split_output(model(xt, t), var)
+    out, var_interp = split_output(model(xt, t), var)
     D = x0[0].numel()
     if loss in ("simple", "hybrid"):
         target = prediction_target(sched, x0, xt, t, eps, prediction)
@@ -87,7 +93,7 @@ def training_losses(sched, model, x0, t, eps, loss="simple", prediction="eps", v
             return simple, None
     # the hybrid's bound term sees a detached mean, so it trains only the variance [ND21, Sec. 3.1]
     out_for_bound = out.detach() if loss == "hybrid" else out
-    step = p_mean_variance(sched, out_for_bound, xt, t, prediction, var, v)
+    step = p_mean_variance(sched, out_for_bound, xt, t, prediction, var, var_interp)
     term = vlb_term(sched, x0, xt, t, step.mean, step.log_var)  # (B,) nats, float64
     bound = sched.T * term / D
     if loss == "vlb":

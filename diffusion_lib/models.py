@@ -3,10 +3,10 @@
 Contents: `timestep_embedding`, `MLP`.
 
 The library needs only a callable `model(xt, t)` (see `vlb.model_step`): xt (B, D) and t an int64
-(B,) tensor in 1..T. It returns the prediction (B, D) of eps, x0 or mu, or the pair (prediction, v)
-when the reverse variance is learned, v the interpolation value of [ND21, Eq. 15]:
+(B,) tensor in 1..T. It returns the prediction (B, D) of eps, x0, mu or v, or the pair (prediction, r)
+when the reverse variance is learned, r the interpolation value of [ND21, Eq. 15] (their v; `var_interp`):
 
-    log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t
+    log sigma_t^2 = r log beta_t + (1 - r) log beta_tilde_t
 
 The MLP here is one such callable; any other (a closure, a lambda, a bigger network) works too.
 References: [Ho20, Sec. 4] (sinusoidal embedding from the Transformer [Va17]); [ND21, Sec. 3.1].
@@ -36,16 +36,16 @@ def timestep_embedding(t, dim, max_period=10_000.0):
 
 
 class MLP(nn.Module):
-    """An MLP that maps (x_t, t) to the prediction, and to v when the variance is learned.
+    """An MLP that maps (x_t, t) to the prediction, and to r when the variance is learned.
 
     h_0 = [x_t, emb(t)];  h_k = SiLU(W_k h_{k-1} + b_k + U_k emb(t));  out = W_out h_L
     The timestep embedding enters every layer so that even a deep net stays aware of t.
-    With learn_var, a second head gives v = (raw + 1) / 2, unconstrained as in [ND21, Eq. 15], from a
+    With learn_var, a second head gives r = (raw + 1) / 2, unconstrained as in [ND21, Eq. 15], from a
     zero-initialised layer (`reverse.interpolation_from_raw`): an untrained net starts halfway between
     beta_tilde_t and beta_t on the log scale, as in improved-diffusion.
 
     Args: data_dim D; hidden a tuple of layer widths; emb_dim the timestep embedding size;
-    learn_var whether to return (prediction, v).
+    learn_var whether to return (prediction, r).
     """
 
     def __init__(self, data_dim=2, hidden=(256, 256, 256), emb_dim=64, learn_var=False):
@@ -64,7 +64,7 @@ class MLP(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, xt, t):
-        """xt (B, D) float, t (B,) int64 -> prediction (B, D), or (prediction, v) with learn_var."""
+        """xt (B, D) float, t (B,) int64 -> prediction (B, D), or (prediction, r) with learn_var."""
         emb = self.time_mlp(timestep_embedding(t, self.emb_dim))  # (B, emb_dim)
         h = self.act(self.layers[0](torch.cat([xt, emb], dim=1)))
         for layer, proj in zip(self.layers[1:], self.time_proj):

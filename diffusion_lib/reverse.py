@@ -4,12 +4,15 @@ The mean comes from the network's prediction (eps, x0 or mu; see `posterior.conv
 The variance is one of VARIANCES:
     "fixed_large"  sigma_t^2 = beta_t                 (the upper bound on the reverse variance) [Ho20, Sec. 3.2]
     "fixed_small"  sigma_t^2 = beta_tilde_t           (the lower bound; exact when x_0 is a point)
-    "learned"      log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t, v from the network  [ND21, Eq. 15]
+    "learned"      log sigma_t^2 = r log beta_t + (1 - r) log beta_tilde_t, r from the network  [ND21, Eq. 15]
     "optimal"      sigma_t^2 = beta_tilde_t + E||mu_tilde_t - mu_theta||^2 / D, the per-t scalar that
                    minimises each term of the bound for the given mean (estimated from data by
                    `optimal_variance.optimal_variance`, passed as `variances`)           [Bao22, Bao22b]
 beta_tilde_1 = 0, so "fixed_small" and "learned" use the clipped log beta_tilde (beta_tilde_2 at t = 1);
 "fixed_large" uses beta_1 at t = 1 (improved-diffusion uses beta_tilde_2 there too).
+
+[ND21] calls the learned interpolation value v; here it is `var_interp` (r in formulas), because v is the
+velocity that a v-predicting network outputs [Sa22] (`posterior.PREDICTIONS`).
 """
 
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from .posterior import convert_prediction
 VARIANCES = ("fixed_small", "fixed_large", "learned", "optimal")
 
 
-def check_variance(var_type, variances=None, v=None):
+def check_variance(var_type, variances=None):
     """Raise a one-line ValueError unless var_type is one of VARIANCES with what it needs."""
     if var_type not in VARIANCES:
         raise ValueError(f"unknown var_type {var_type!r}; choose one of {VARIANCES}")
@@ -31,11 +34,11 @@ def check_variance(var_type, variances=None, v=None):
                          "(the per-t variances estimated from data)")
 
 
-def reverse_variance(sched, t, like, var_type="fixed_small", v=None, variances=None):
+def reverse_variance(sched, t, like, var_type="fixed_small", var_interp=None, variances=None):
     """(var, log_var) of p_theta(x_{t-1} | x_t), broadcastable to `like` (B, ...).
 
-    v (B, ...) is the network's interpolation value, required for var_type="learned" [ND21, Eq. 15];
-    the paper leaves it unconstrained (v in [0, 1] stays between beta_tilde_t and beta_t).
+    var_interp (B, ...) is the network's interpolation value r, required for var_type="learned" [ND21, Eq. 15];
+    the paper leaves it unconstrained (r in [0, 1] stays between beta_tilde_t and beta_t).
     variances, a float64 (T + 1,) tensor of sigma_t^2 (slot 0 unused), is required for "optimal".
     """
     check_variance(var_type, variances)
@@ -54,23 +57,23 @@ def reverse_variance(sched, t, like, var_type="fixed_small", v=None, variances=N
     elif var_type == "fixed_large":
         log_var = log_large
     else:
-        if v is None:
-            raise ValueError('var_type="learned" needs the network\'s interpolation value v')
-        log_var = v * log_large + (1 - v) * log_small
+        if var_interp is None:
+            raise ValueError('var_type="learned" needs the network\'s interpolation value var_interp')
+        log_var = var_interp * log_large + (1 - var_interp) * log_small
     return log_var.exp(), log_var
 
 
 def interpolation_from_raw(raw):
-    """The network's interpolation value v = (raw + 1) / 2, unconstrained [ND21, Eq. 15].
+    """The network's interpolation value r = (raw + 1) / 2, unconstrained [ND21, Eq. 15] (their v).
 
     As in improved-diffusion, the layer that outputs raw starts at zero (`zero_variance_head_`), so an
-    untrained network starts halfway between log beta_tilde_t and log beta_t; v may then leave [0, 1].
+    untrained network starts halfway between log beta_tilde_t and log beta_t; r may then leave [0, 1].
     """
     return (raw + 1) / 2
 
 
 def zero_variance_head_(layer, channels):
-    """Zero the weights and bias of `layer` (a Linear or Conv) that produce raw v: its last `channels` outputs."""
+    """Zero the weights and bias of `layer` (a Linear or Conv) that produce raw r: its last `channels` outputs."""
     with torch.no_grad():
         layer.weight[channels:].zero_()
         layer.bias[channels:].zero_()
@@ -88,13 +91,13 @@ class ReverseStep:
     x0: torch.Tensor  # (B, ...) predicted clean data
 
 
-def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", v=None, variances=None):
+def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", var_interp=None, variances=None):
     """The Gaussian reverse step from a network output [Ho20, Eq. 1, 11; ND21, Eq. 15].
 
     Args: output (B, ...) the network's prediction of `prediction` (one of posterior.PREDICTIONS); xt (B, ...);
-    t int or (B,) in 1..T; var_type one of VARIANCES; v the interpolation value when learned;
+    t int or (B,) in 1..T; var_type one of VARIANCES; var_interp the interpolation value when learned;
     variances the (T + 1,) per-t variances when "optimal".
     """
     eps, x0, mean = convert_prediction(sched, xt, t, output, prediction)
-    var, log_var = reverse_variance(sched, t, xt, var_type, v, variances)
+    var, log_var = reverse_variance(sched, t, xt, var_type, var_interp, variances)
     return ReverseStep(mean=mean, var=var, log_var=log_var, eps=eps, x0=x0)

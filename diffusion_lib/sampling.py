@@ -94,8 +94,8 @@ def step_coefficients(sched, prediction="eps", var_type="fixed_small", variances
     b = p_mean_variance(sched, one, zero, t, prediction).mean  # mean at x_t = 0, output = 1
     fixed = var_type if var_type in ("fixed_large", "optimal") else "fixed_small"
     _, log_var = reverse_variance(sched, t, zero, fixed, variances=variances)
-    _, log_small = reverse_variance(sched, t, zero, "learned", v=zero)
-    _, log_large = reverse_variance(sched, t, zero, "learned", v=one)
+    _, log_small = reverse_variance(sched, t, zero, "learned", var_interp=zero)
+    _, log_large = reverse_variance(sched, t, zero, "learned", var_interp=one)
     return StepCoefficients(a=_pad(a), b=_pad(b), std=_pad((0.5 * log_var).exp()),
                             log_small=_pad(log_small), log_large=_pad(log_large))
 
@@ -141,7 +141,7 @@ class _Network:
         self.t_batch = torch.empty(n, dtype=torch.int64)
 
     def __call__(self, x, t):
-        """(output, v) of the model at (x, t); v is the learned variance's interpolation value or None."""
+        """(output, var_interp) of the model at (x, t); var_interp is the learned variance's r, or None."""
         self.calls += 1
         return split_output(self.model(x, self.t_batch.fill_(t)), self.var_type)
 
@@ -179,15 +179,15 @@ class _Ancestral:
         self.learned = var_type == "learned"
 
     def step(self, net, x, t, s, noise):
-        out, v = net(x, t)
+        out, r = net(x, t)
         k, coef = self.index[t], self.coef
         mean = out * coef.b[k] + x * coef.a[k] if coef.a[k] != 0.0 else out * coef.b[k]
         if s == 0:
             return mean  # no noise at the last step [Ho20, Alg. 2]
         z = noise(x)
         if self.learned:
-            # log sigma_t^2 = v log beta_t + (1 - v) log beta_tilde_t   [ND21, Eq. 15]
-            log_var = coef.log_small[k] + v * (coef.log_large[k] - coef.log_small[k])
+            # log sigma_t^2 = r log beta_t + (1 - r) log beta_tilde_t   [ND21, Eq. 15]
+            log_var = coef.log_small[k] + r * (coef.log_large[k] - coef.log_small[k])
             return mean + (0.5 * log_var).exp() * z
         return torch.add(mean, z, alpha=coef.std[k])
 
@@ -282,7 +282,7 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
 
     Args: model a callable model(xt, t) (see `vlb.model_step`); n the number of samples; prediction one of
     PREDICTIONS; var_type the reverse variance of the ancestral sampler (VARIANCES; the others ignore a
-    learned variance's v); generator a torch.Generator for x_{t_K} and every z (same state, same samples);
+    learned variance's var_interp); generator a torch.Generator for x_{t_K} and every z (same state, same samples);
     x_T optional start (n, *data_shape); variances the (T + 1,) per-t variances for var_type="optimal";
     sampler one of SAMPLERS; steps the number of visited steps (None: every step); spacing one of
     respacing.SPACINGS (None: the sampler's default); eta DDIM's noise in [0, 1]; lambda_min see `sampling_plan`.

@@ -140,11 +140,11 @@ class UNet(nn.Module):
     then Downsample (except at the last level). Middle: block, SelfAttention (if attention), block, at
     the lowest resolution. Up path: at each resolution the kept features are concatenated and a block
     follows, then Upsample. Finally GroupNorm, SiLU and a 3x3 conv to C channels, 2 C with learn_var,
-    the second half giving v = (raw + 1) / 2 for [ND21, Eq. 15] from zero-initialised weights, as in `models.MLP`.
+    the second half giving r = (raw + 1) / 2 for [ND21, Eq. 15] from zero-initialised weights, as in `models.MLP`.
 
     Args: channels C of the images; width the base number of channels (a config value); mults the
     channel multiplier per resolution; block "resnet" or "convnext"; scale_shift AdaGN in resnet blocks;
-    attention self-attention in the middle; learn_var whether to return (prediction, v).
+    attention self-attention in the middle; learn_var whether to return (prediction, r).
     """
 
     def __init__(self, channels=1, width=32, mults=(1, 2, 2), block="resnet", scale_shift=True, attention=True,
@@ -185,7 +185,7 @@ class UNet(nn.Module):
             zero_variance_head_(self.head[-1], channels)
 
     def forward(self, xt, t):
-        """xt (B, C, H, W), t (B,) int64 -> prediction (B, C, H, W), or (prediction, v) with learn_var."""
+        """xt (B, C, H, W), t (B,) int64 -> prediction (B, C, H, W), or (prediction, r) with learn_var."""
         factor = 2 ** (len(self.mults) - 1)
         if xt.ndim != 4 or xt.shape[1] != self.channels or xt.shape[2] % factor or xt.shape[3] % factor:
             raise ValueError(f"UNet takes (B, {self.channels}, H, W) with H, W divisible by {factor}, "

@@ -1,7 +1,7 @@
 """The variational bound of a model, term by term over every t, and the exact Gaussian case.
 
 A model is any callable `model(xt, t)` with xt (B, ...) and t an int64 (B,) tensor in 1..T. It returns
-its prediction (B, ...) of eps, x0 or mu, or a tuple (prediction, v) when the variance is learned.
+its prediction (B, ...) of eps, x0, mu or v, or a tuple (prediction, var_interp) when the variance is learned.
 
     -log p(x_0) <= E_q[L_T + sum_{t>=2} L_{t-1} + L_0]                               [Ho20, Eq. 5]
 """
@@ -19,10 +19,10 @@ from .reverse import p_mean_variance
 
 
 def split_output(out, var_type):
-    """(prediction, v) from a model's output: v only for var_type "learned", else None (see the contract above)."""
+    """(prediction, var_interp) from a model's output: var_interp only for var_type "learned", else None."""
     if var_type == "learned":
         if not isinstance(out, tuple):
-            raise ValueError('var_type="learned" needs a model that returns (prediction, v)')
+            raise ValueError('var_type="learned" needs a model that returns (prediction, var_interp)')
         return out[0], out[1]
     return (out[0] if isinstance(out, tuple) else out), None
 
@@ -34,8 +34,8 @@ def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small", va
     """
     if isinstance(t, int):
         t = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
-    out, v = split_output(model(xt, t), var_type)
-    return p_mean_variance(sched, out, xt, t, prediction, var_type, v, variances)
+    out, var_interp = split_output(model(xt, t), var_type)
+    return p_mean_variance(sched, out, xt, t, prediction, var_type, var_interp, variances)
 
 
 @dataclass

@@ -181,16 +181,27 @@ def test_unknown_decoder():
         dl.bound_terms(SCHED, dl.gaussian_data_denoiser(SCHED, 1.0), points(), decoder="bernoulli")
 
 
-def test_learned_variance_needs_v():
-    with pytest.raises(ValueError, match="var_type=\"learned\" needs the network's interpolation value v"):
+def test_learned_variance_needs_var_interp():
+    with pytest.raises(ValueError, match="var_type=\"learned\" needs the network's interpolation value var_interp"):
         dl.reverse_variance(SCHED, 1, points(), "learned")
-    with pytest.raises(ValueError, match="var_type=\"learned\" needs the network's interpolation value v"):
+    with pytest.raises(ValueError, match="var_type=\"learned\" needs the network's interpolation value var_interp"):
         dl.p_mean_variance(SCHED, points(), points(), 1, var_type="learned")
     # a model that returns only its prediction cannot drive a learned variance
-    with pytest.raises(ValueError, match=r"var_type=\"learned\" needs a model that returns \(prediction, v\)"):
+    with pytest.raises(ValueError, match=r"var_type=\"learned\" needs a model that returns \(prediction, var_interp\)"):
         dl.model_step(SCHED, lambda xt, t: torch.zeros_like(xt), points(), 1, var_type="learned")
 
 
 def test_two_sample_test_needs_permutations():
     with pytest.raises(ValueError, match="num_permutations must be at least 1"):
         dl.two_sample_test(points(), points(), num_permutations=0)
+
+
+def test_training_losses_name_the_allowed_values():
+    sched = dl.make_schedule("linear", 10)
+    x0, t = torch.zeros(4, 2), torch.full((4,), 3)
+    eps, model = torch.zeros(4, 2), lambda xt, t: torch.zeros_like(xt)  # noqa: E731
+    for kwargs, message in (({"loss": "l1"}, r"unknown loss 'l1'; choose one of \('simple'"),
+                            ({"prediction": "velocity"}, r"unknown prediction 'velocity'; choose one of \('eps'"),
+                            ({"var": "big"}, r"unknown var 'big'; choose one of \('fixed_small'")):
+        with pytest.raises(ValueError, match=message):
+            dl.training_losses(sched, model, x0, t, eps, **kwargs)

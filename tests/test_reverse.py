@@ -33,11 +33,11 @@ def test_learned_variance_interpolates_between_the_two_ends(sched):
     small, log_small = dl.reverse_variance(sched, t, like, "fixed_small")
     large, log_large = dl.reverse_variance(sched, t, like, "fixed_large")
     for v, expected in ((0.0, log_small), (1.0, log_large)):
-        _, log_var = dl.reverse_variance(sched, t, like, "learned", v=torch.full_like(like, v))
+        _, log_var = dl.reverse_variance(sched, t, like, "learned", var_interp=torch.full_like(like, v))
         torch.testing.assert_close(log_var, expected.expand_as(like), rtol=1e-12, atol=1e-14, msg=f"v={v}")
     # v = 1/2 is the geometric mean, a per-coordinate v gives per-coordinate variances
     v = torch.tensor([[0.5, 0.25]], dtype=torch.float64).expand_as(like)
-    var, _ = dl.reverse_variance(sched, t, like, "learned", v=v)
+    var, _ = dl.reverse_variance(sched, t, like, "learned", var_interp=v)
     torch.testing.assert_close(var[:, 0], (small * large).sqrt()[:, 0], rtol=1e-10, atol=0)
     torch.testing.assert_close(var[:, 1], (small ** 0.75 * large ** 0.25)[:, 0], rtol=1e-10, atol=0)
 
@@ -78,6 +78,6 @@ def test_model_step_calls_the_model_with_a_batch_of_t(randn):
     # v = 1: the learned variance is beta_4; eps = 0: the mean is x_t / sqrt(alpha_4)
     torch.testing.assert_close(step.var, sched.beta[4].expand(3, 2), rtol=1e-12, atol=0)
     torch.testing.assert_close(step.mean, xt / math.sqrt(sched.alpha[4]), rtol=1e-12, atol=0)
-    # with a fixed variance a (prediction, v) tuple is accepted and v ignored
+    # with a fixed variance a (prediction, var_interp) tuple is accepted and var_interp ignored
     step = dl.model_step(sched, model, xt, 4, var_type="fixed_small")
     torch.testing.assert_close(step.var, sched.beta_tilde[4].reshape(1, 1).expand(3, 1), rtol=1e-12, atol=0)
