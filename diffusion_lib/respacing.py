@@ -88,8 +88,8 @@ def select_timesteps(sched, steps=None, spacing="uniform", lambda_min=None, rho=
     if steps is None:
         return list(range(1, t_max + 1))
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= t_max:
-        raise ValueError(f"steps must be an int in 1..{t_max} (the steps available from t_max = {t_max}), "
-                         f"got {steps!r}")
+        why = "" if t_max == sched.T else f" (sampling starts at t = {t_max}, the last step with half log-SNR >= {lambda_min})"
+        raise ValueError(f"steps must be an int in 1..{t_max}{why}, got {steps!r}")
     K = steps
     if K == 1 or K == t_max:
         return [t_max] if K == 1 else list(range(1, t_max + 1))

@@ -22,11 +22,12 @@ sigma_t = sqrt((1 - ab_t) / ab_t), lambda_t = -log sigma_t (the half log-SNR):
                   x_s = sqrt((1 - ab_s) / (1 - ab_t)) x_t - sqrt(ab_s) (e^{-h} - 1) D,
                   D = (1 + 1 / (2 r)) x0_hat_t - 1 / (2 r) x0_hat_prev (first order: D = x0_hat_t) [Lu22b, Alg. 2]
 
-Every sampler calls the network once per step (NFE = K), except Heun (NFE = 2K - 1). The deterministic
-samplers by default skip the steps whose half log-SNR is below `DPM_SOLVER_LAMBDA_MIN` (-5.1): at the
-cosine schedule's clipped last step x0_hat = (x_T - sqrt(1 - ab_T) eps_hat) / sqrt(ab_T) multiplies the
-network's error by 1 / sqrt(ab_T) = 2e4, which the ancestral step's fresh noise washes out and an ODE
-solver carries to the end. The ancestral sampler keeps Algorithm 2 as published and starts at T.
+Every sampler calls the network once per step (NFE = K), except Heun (NFE = 2K - 1). Samplers by
+default skip the steps whose half log-SNR is below `DPM_SOLVER_LAMBDA_MIN` (-5.1): at the cosine
+schedule's clipped last step x0_hat = (x_T - sqrt(1 - ab_T) eps_hat) / sqrt(ab_T) multiplies the
+network's error by 1 / sqrt(ab_T) = 2e4, which an ODE solver carries to the end, and which a few large
+ancestral steps carry far. Algorithm 2 on every step is kept as published and starts at T: its small
+steps and fresh noise wash the error out.
 """
 
 import math
@@ -58,8 +59,9 @@ class SamplingPlan:
 def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_min="auto", rho=7.0):
     """The timesteps and NFE of `sampler` with `steps` network-call steps (None: every step) on `sched`.
 
-    spacing None takes the sampler's `DEFAULT_SPACING`; lambda_min "auto" starts the ancestral sampler at
-    T and the deterministic ones at the last step with half log-SNR >= DPM_SOLVER_LAMBDA_MIN (None: at T).
+    spacing None takes the sampler's `DEFAULT_SPACING`; lambda_min "auto" keeps Algorithm 2 (ancestral, every
+    step) as published, from T, and starts every other plan at the last step with half log-SNR >=
+    DPM_SOLVER_LAMBDA_MIN; None starts at T.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -67,7 +69,7 @@ def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_m
     if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     if lambda_min == "auto":
-        lambda_min = None if sampler == "ancestral" else DPM_SOLVER_LAMBDA_MIN
+        lambda_min = None if sampler == "ancestral" and steps is None else DPM_SOLVER_LAMBDA_MIN
     kept = select_timesteps(sched, steps, spacing, lambda_min, rho)
     nfe = 2 * len(kept) - 1 if sampler == "heun" else len(kept)
     return SamplingPlan(sampler=sampler, timesteps=kept[::-1], spacing=spacing, lambda_min=lambda_min, nfe=nfe)

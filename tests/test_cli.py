@@ -197,7 +197,7 @@ def test_sampler_and_steps_from_the_command_line(run_dir, tmp_path, capsys):
                             torch.Generator().manual_seed(5), sampler="ddim", steps=6, eta=0.5)
     assert np.allclose(np.load(path), direct.numpy())
     assert "sampler ddim, 6 steps, 6 NFE" in capsys.readouterr().out
-    for flags, message in ((["--steps", "21"], "--steps: steps must be an int in 1..20"),
+    for flags, message in ((["--steps", "21"], "--steps: steps must be an int in 1..19 (sampling starts at t = 19"),
                            (["--sampler", "heun", "--eta", "0.3"], "--eta is DDIM's noise")):
         code = main(["sample", "--run", str(run_dir), "--out", str(tmp_path / "x.npy"), "--quiet", *flags])
         err = capsys.readouterr().err

@@ -136,7 +136,8 @@ def test_respaced_ancestral_sampling_equals_the_wrapped_respaced_schedule():
         return eps_net(xt, t), torch.tanh(xt[:, :1]) + 0.5  # v leaves [0, 1] at times
 
     for model, var_type in ((eps_net, "fixed_small"), (eps_net, "fixed_large"), (learned, "learned")):
-        a = dl.sample(sched, model, 100, var_type=var_type, steps=11, generator=torch.Generator().manual_seed(2))
+        a = dl.sample(sched, model, 100, var_type=var_type, steps=11, lambda_min=None,
+                      generator=torch.Generator().manual_seed(2))
         b = dl.sample(r.sched, r.wrap(model), 100, var_type=var_type, generator=torch.Generator().manual_seed(2))
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), var_type
 
@@ -227,8 +228,8 @@ def test_bad_sampler_arguments_get_one_line_errors():
                             ({"sampler": "ddim", "spacing": "karras"}, "unknown spacing 'karras'; choose one of"),
                             ({"sampler": "heun", "eta": 0.5}, "eta is a parameter of sampler=\"ddim\""),
                             ({"sampler": "ancestral", "eta": 0.5}, "eta is a parameter of sampler=\"ddim\""),
-                            ({"steps": 51}, r"steps must be an int in 1..50"),
-                            ({"steps": 0}, r"steps must be an int in 1..50"),
+                            ({"steps": 51, "lambda_min": None}, r"steps must be an int in 1..50"),
+                            ({"steps": 0}, r"steps must be an int in 1.."),
                             ({"sampler": "ddim", "lambda_min": "high"}, "lambda_min must be a number")):
         with pytest.raises(ValueError, match=message) as err:
             dl.sample(sched, model, 3, **kwargs)
