@@ -3,7 +3,10 @@
 Contents: one `check_*` per exercise (`CHECKS` lists them by name): `check_alpha_bar`, `check_q_step`,
 `check_q_sample`, `check_q_jump`, `check_schedule`, `check_posterior`, `check_x0_from_eps`,
 `check_mu_from_eps`, `check_normal_kl`, `check_vlb_term`, `check_ancestral_step`, `check_sample_t`,
-`check_simple_loss`, `check_training_step`, `check_memorising_x0`, `check_mixture_x0`;
+`check_simple_loss`, `check_training_step`, `check_memorising_x0`, `check_mixture_x0`; and from
+`exercises_advanced` (chapters 07, 10, 11): `check_hybrid_loss`, `check_importance_weights`, `check_bound_weight`,
+`check_timestep_embedding`, `check_discretized_decoder`, `check_bound_bits_per_dim`, `check_score_from_eps`,
+`check_hutchinson_divergence`, `check_hutchinson_variance`, `check_flow_log_density`;
 `MISTAKES` (the typical wrong answers each check recognises);
 `BLOCKED` (the library functions switched off while a student's function runs); `ReferenceUnavailable`.
 
@@ -947,3 +950,24 @@ CHECKS = {name: globals()[f"check_{name}"] for name in (
     "alpha_bar", "q_step", "q_sample", "q_jump", "schedule", "posterior", "x0_from_eps", "mu_from_eps",
     "normal_kl", "vlb_term", "ancestral_step", "sample_t", "simple_loss", "training_step", "memorising_x0",
     "mixture_x0")}
+
+# chapters 07, 10 and 11 live in their own module; their checks, mistakes and switched-off references join these
+from .exercises_advanced import (  # noqa: E402, F401  (re-exported; the module imports the helpers above)
+    BLOCKED_ADVANCED,
+    CHECKS_ADVANCED,
+    MISTAKES_ADVANCED,
+    check_bound_bits_per_dim,
+    check_bound_weight,
+    check_discretized_decoder,
+    check_flow_log_density,
+    check_hutchinson_divergence,
+    check_hutchinson_variance,
+    check_hybrid_loss,
+    check_importance_weights,
+    check_score_from_eps,
+    check_timestep_embedding,
+)
+
+BLOCKED.update(BLOCKED_ADVANCED)
+MISTAKES.update(MISTAKES_ADVANCED)
+CHECKS.update(CHECKS_ADVANCED)

@@ -45,10 +45,11 @@ def _solution_code(nb):
 # the sources are well-formed nbgrader assignments (fast)
 
 
-def test_one_assignment_per_chapter_01_to_06_and_08():
-    # 07, 09 and 10 follow when their chapters settle (see the README's "For teachers")
+def test_one_assignment_per_chapter_01_to_08_10_and_11():
+    # 09 follows when its chapter settles (see the README's "For teachers")
     assert ASSIGNMENTS == ["01_forward_process", "02_closed_form_marginals", "03_beta_schedules", "04_posterior",
-                           "05_vlb_and_simple_loss", "06_training_the_reverse_process", "08_optimal_denoiser"]
+                           "05_vlb_and_simple_loss", "06_training_the_reverse_process", "07_vlb_vs_simple_loss",
+                           "08_optimal_denoiser", "10_digits", "11_exact_likelihood"]
     for name in ASSIGNMENTS:
         assert (ROOT / "notebooks" / f"{name}.ipynb").exists(), f"{name} has no lecture notebook of the same name"
 
@@ -230,6 +231,67 @@ MISTAKES = [
      "    return torch.softmax(-d2 / (2 * v), dim=1) @ centres", 0),
     ("mistakes-2", "08_optimal_denoiser", "memorising_x0", "the library shortcut dl.memorising_x0",
      "def my_memorising_x0(sched, xt, t, train_x0):\n    return dl.memorising_x0(xt, t, sched, train_x0)", 0),
+    ("mistakes", "07_vlb_vs_simple_loss", "hybrid_loss", "no detach: the bound's term moves the mean too",
+     "def my_hybrid_loss(model, sched, x0, t, eps):\n    xt = dl.q_sample(sched, x0, t, eps)\n    eps_pred, v = model(xt, t)\n"
+     "    step = dl.p_mean_variance(sched, eps_pred, xt, t, prediction='eps', var_type='learned', v=v)\n"
+     "    term = dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)\n"
+     "    return ((eps - eps_pred).pow(2).mean(dim=1) + 0.001 * sched.T * term / x0.shape[1]).mean()", 0),
+    ("mistakes", "07_vlb_vs_simple_loss", "importance_weights", "weights p_t where 1 / (T p_t) belongs",
+     "def my_importance_weights(loss_history, uniform_prob):\n    T = loss_history.shape[0]\n"
+     "    p = loss_history.pow(2).mean(dim=1).sqrt()\n    p = (1 - uniform_prob) * p / p.sum() + uniform_prob / T\n"
+     "    return p, p", 0),
+    ("mistakes", "07_vlb_vs_simple_loss", "bound_weight", "the factor D missing",
+     "def my_bound_from_simple(sched, t, mse, D):\n    b, a, ab, abp = sched.beta[t], sched.alpha[t], sched.alpha_bar[t], "
+     "sched.alpha_bar[t - 1]\n    return b ** 2 / (2 * (1 - abp) / (1 - ab) * b * a * (1 - ab)) * mse", 0),
+    ("mistakes-2", "07_vlb_vs_simple_loss", "hybrid_loss", "the library shortcut dl.training_losses",
+     "def my_hybrid_loss(model, sched, x0, t, eps):\n"
+     "    return dl.training_losses(sched, model, x0, t, eps, loss='hybrid', var='learned')[0].mean()", 0),
+    ("mistakes-2", "07_vlb_vs_simple_loss", "importance_weights", "no uniform mixing: right when uniform_prob is 0 only",
+     "def my_importance_weights(loss_history, uniform_prob):\n    p = loss_history.pow(2).mean(dim=1).sqrt()\n"
+     "    p = p / p.sum()\n    return p, 1 / (p.numel() * p)", 0),
+    ("mistakes-2", "07_vlb_vs_simple_loss", "bound_weight", "the library shortcut dl.simple_loss_weight",
+     "def my_bound_from_simple(sched, t, mse, D):\n    return dl.simple_loss_weight(sched, t) * D * mse", 0),
+    ("mistakes-3", "07_vlb_vs_simple_loss", "bound_weight", "a correct other route: the ratio of the SNRs",
+     "def my_bound_from_simple(sched, t, mse, D):\n    snr = sched.alpha_bar / (1 - sched.alpha_bar)\n"
+     "    return 0.5 * (snr[t - 1] / snr[t] - 1) * D * mse", 3),
+    ("mistakes", "10_digits", "timestep_embedding", "sin and cos swapped",
+     "def my_timestep_embedding(t, dim):\n    half = dim // 2\n"
+     "    args = t.double()[:, None] * 10000.0 ** (-torch.arange(half, dtype=torch.float64) / half)\n"
+     "    return torch.cat([args.sin(), args.cos()], dim=1)", 0),
+    ("mistakes", "10_digits", "discretized_decoder", "the edge bins forgotten: right inside (-1, 1) only",
+     "def my_discretized_log_likelihood(x, mean, log_var, levels):\n    d, s = 1.0 / (levels - 1), (0.5 * log_var).exp()\n"
+     "    return torch.log(torch.special.ndtr((x + d - mean) / s) - torch.special.ndtr((x - d - mean) / s))", 1),
+    ("mistakes", "10_digits", "bound_bits_per_dim", "nats per dimension (ln 2 missing)",
+     "def my_bound_bits_per_dim(prior, steps, num_dims):\n    return (prior + steps.sum(dim=0)) / num_dims", 0),
+    ("mistakes-2", "10_digits", "timestep_embedding", "the library shortcut dl.timestep_embedding",
+     "def my_timestep_embedding(t, dim):\n    return dl.timestep_embedding(t, dim)", 0),
+    ("mistakes-2", "10_digits", "discretized_decoder", "an off-by-one in the bin width, 1 / levels",
+     "def my_discretized_log_likelihood(x, mean, log_var, levels):\n    d, s = 1.0 / levels, (0.5 * log_var).exp()\n"
+     "    up = torch.where(x > 1 - d / 2, torch.ones_like(x), torch.special.ndtr((x + d - mean) / s))\n"
+     "    lo = torch.where(x < -1 + d / 2, torch.zeros_like(x), torch.special.ndtr((x - d - mean) / s))\n"
+     "    return torch.log(up - lo)", 0),
+    ("mistakes-2", "10_digits", "bound_bits_per_dim", "the library shortcut dl.bits_per_dim",
+     "def my_bound_bits_per_dim(prior, steps, num_dims):\n    return dl.bits_per_dim(prior + steps.sum(dim=0), num_dims)", 0),
+    ("mistakes", "11_exact_likelihood", "score_from_eps", "a missing square root",
+     "def my_score_from_eps(sched, eps, t):\n    return -eps / (1 - sched.alpha_bar[t])", 0),
+    ("mistakes", "11_exact_likelihood", "hutchinson_divergence", "the exact trace for the estimate",
+     "def my_hutchinson_divergence(f, x, probes):\n    x = x.detach().requires_grad_(True)\n    fx = f(x)\n"
+     "    rows = [torch.autograd.grad(fx[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1])]\n"
+     "    return torch.stack(rows).sum(dim=0)", 0),
+    ("mistakes", "11_exact_likelihood", "hutchinson_variance", "the Gaussian probes' variance",
+     "def my_hutchinson_variance(J):\n    return 2 * ((J + J.transpose(1, 2)) / 2).pow(2).sum(dim=(1, 2))", 0),
+    ("mistakes", "11_exact_likelihood", "flow_log_density", "the sign of the integral",
+     "def my_flow_log_density(field, x0, s_grid):\n    x, acc = x0, torch.zeros(x0.shape[0], dtype=x0.dtype)\n"
+     "    for k in range(len(s_grid) - 1):\n        h = s_grid[k + 1] - s_grid[k]\n        f, div = field(x, float(s_grid[k]))\n"
+     "        x, acc = x + h * f, acc + h * div\n"
+     "    return -0.5 * (x.pow(2).sum(dim=1) + x.shape[1] * math.log(2 * math.pi)) - acc", 0),
+    ("mistakes-2", "11_exact_likelihood", "score_from_eps", "the library shortcut dl.score_from_eps",
+     "def my_score_from_eps(sched, eps, t):\n    return dl.score_from_eps(sched, eps, t)", 0),
+    ("mistakes-2", "11_exact_likelihood", "flow_log_density", "the library shortcut dl.ode_nll's integrator",
+     "def my_flow_log_density(field, x0, s_grid):\n    s = [float(v) for v in s_grid]\n"
+     "    x, acc = dl.exact_likelihood._rk4(lambda y, u: field(y, u), x0, torch.zeros(x0.shape[0], dtype=x0.dtype), "
+     "s[0], s[-1], 1)\n"
+     "    return -0.5 * (x.pow(2).sum(dim=1) + x.shape[1] * math.log(2 * math.pi)) + acc", 0),
 ]
 MISTAKES_IDS = [f"{a[:2]}-{ex}-{student}" for student, a, ex, *_ in MISTAKES]
 
