@@ -59,6 +59,7 @@ from .evaluation import (
     paired_difference,
     sample_metrics,
     sliced_wasserstein,
+    sw_ratio_se,
 )
 from .optimal_variance import OptimalVariance, optimal_variance
 from .losses import LOSSES, TimestepSampler, training_losses

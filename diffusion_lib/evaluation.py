@@ -173,6 +173,32 @@ def sample_metrics(samples, noise=0.5, seed=0):
     return {"sw_ratio": ratio, "on_roll": on_roll_fraction(samples, noise), "coverage": coverage_tv(samples)}
 
 
+def sw_ratio_se(samples, noise=0.5, seed=0, num_resamples=25, paired_with=None):
+    """Bootstrap standard error of `sample_metrics`' sw_ratio: the spread over samples drawn with replacement
+    from `samples` (N, 2), the reference and its scale held fixed (they are shared by every sampler compared).
+
+    paired_with: another (N, 2) sample set drawn from the same starting noise (the same generator seed), row
+    for row; then the standard error of sw_ratio(samples) - sw_ratio(paired_with) is returned, resampling
+    the same rows of both, which keeps the correlation that a shared x_T gives the two samplers (much smaller
+    than the hypot of the two SEs). The resamples come from a generator seeded with `seed`.
+    """
+    samples = torch.as_tensor(samples).double()
+    other = None if paired_with is None else torch.as_tensor(paired_with).double()
+    if other is not None and other.shape != samples.shape:
+        raise ValueError(f"paired_with must have the shape of samples {tuple(samples.shape)}, got {tuple(other.shape)}")
+    reference, fresh = _sw_reference(samples.shape[0], float(noise), int(seed))
+    generator = torch.Generator().manual_seed(seed)
+
+    def ratio(x):
+        return _sw_sorted(_sorted_projections(x, NUM_DIRECTIONS), reference) / fresh
+
+    values = []
+    for _ in range(num_resamples):
+        rows = torch.randint(samples.shape[0], (samples.shape[0],), generator=generator)
+        values.append(ratio(samples[rows]) - (0.0 if other is None else ratio(other[rows])))
+    return float(torch.tensor(values).std())
+
+
 @functools.lru_cache(maxsize=32)
 def _sw_reference(n, noise, seed):
     """The reference's quantiles at n levels and the mean SW_2 of NUM_FRESH_SETS fresh sets of size n to it.

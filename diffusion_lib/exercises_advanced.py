@@ -45,7 +45,8 @@ def _hybrid_without_detach(model, sched, x0, t, eps):
 
 
 def _learned_variance_cases(seed, T, schedules, shape):
-    """(model, sched, x0, t, eps) with a small MLP that returns (eps, v), v varying with the input."""
+    """(model, sched, x0, t, eps) with a small MLP that returns (eps, r), r the learned variance's interpolation
+    value, varying with the input."""
     gen = torch.Generator().manual_seed(seed)
     cases = []
     for i, (label, sched) in enumerate(_schedules(schedules, T)):
@@ -76,7 +77,7 @@ def _same_gradients(got, expected):
 def check_hybrid_loss(student_loss, *, seed=0, T=(10, 1000), schedules=SCHEDULES, shape=(6, 2)):
     """student_loss(model, sched, x0, t, eps) returns the hybrid loss of [ND21, Sec. 3.1], averaged over the batch:
     L_simple + HYBRID_LAMBDA T L_{t-1} / D per example, the bound's term L_{t-1} (nats, L_0 at t = 1) computed from
-    the *detached* mean, so the bound trains only the variance. `model(xt, t)` returns (eps_pred, v). The value and
+    the *detached* mean, so the bound trains only the variance. `model(xt, t)` returns (eps_pred, r). The value and
     the gradient of every parameter are compared with the library's."""
     cases = _learned_variance_cases(seed, T, schedules, shape)
     values = io.StringIO()

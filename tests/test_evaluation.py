@@ -96,3 +96,19 @@ def test_nll_bound_adds_the_log_determinant_to_the_decoder_term():
     assert s["nll_bound_bpd"] == pytest.approx(s["nll_bound"] / (2 * math.log(2)))
     # the bound is above the true NLL of N(shift, 9 I): the entropy of the raw data
     assert s["nll_bound"] > dl.gaussian_entropy(9.0, 2) - 4 * s["nll_bound_se"]
+
+
+def test_sw_ratio_bootstrap_se_matches_the_spread_over_fresh_sets():
+    # the bootstrap standard error of one set's sw_ratio against the real spread over 24 independent sets of the
+    # same size (reference held fixed); both are estimates, so only agreement within a factor of 2 is asked
+    n = 1000
+    ratios = torch.tensor([dl.sample_metrics(dl.swiss_roll(n, 0.5, seed=500 + k), 0.5)["sw_ratio"] for k in range(24)])
+    boot = [dl.sw_ratio_se(dl.swiss_roll(n, 0.5, seed=600 + k), 0.5, seed=k) for k in range(4)]
+    spread = float(ratios.std())
+    assert 0.5 * spread < sum(boot) / len(boot) < 2 * spread, (spread, boot)
+    # pairing: a sampler and a slightly perturbed copy of it, row for row, differ by far less than either's noise
+    x = dl.swiss_roll(n, 0.5, seed=700)
+    paired = dl.sw_ratio_se(x * 1.02, 0.5, paired_with=x)
+    assert paired < 0.25 * dl.sw_ratio_se(x, 0.5)
+    with pytest.raises(ValueError, match="paired_with must have the shape"):
+        dl.sw_ratio_se(x, 0.5, paired_with=x[:10])

@@ -286,8 +286,8 @@ def _mixture_memorising(sched, xt, t, centres, s2):  # s2 ignored
 # chapters 07, 10 and 11
 def _hybrid_parts(model, sched, x0, t, eps, detach=True):
     xt = dl.q_sample(sched, x0, t, eps)
-    eps_pred, v = model(xt, t)
-    step = dl.p_mean_variance(sched, eps_pred.detach() if detach else eps_pred, xt, t, "eps", "learned", v)
+    eps_pred, r = model(xt, t)
+    step = dl.p_mean_variance(sched, eps_pred.detach() if detach else eps_pred, xt, t, "eps", "learned", r)
     return (eps - eps_pred).pow(2).mean(dim=1), dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)
 
 
@@ -303,8 +303,8 @@ def _hybrid_no_d(model, sched, x0, t, eps):
 
 def _hybrid_variance_detached_too(model, sched, x0, t, eps):  # the bound trains nothing at all
     xt = dl.q_sample(sched, x0, t, eps)
-    eps_pred, v = model(xt, t)
-    step = dl.p_mean_variance(sched, eps_pred.detach(), xt, t, "eps", "learned", v.detach())
+    eps_pred, r = model(xt, t)
+    step = dl.p_mean_variance(sched, eps_pred.detach(), xt, t, "eps", "learned", r.detach())
     term = dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)
     return ((eps - eps_pred).pow(2).mean(dim=1) + 0.001 * sched.T * term / x0.shape[1]).mean()
 
