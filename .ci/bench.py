@@ -16,7 +16,8 @@ fixed_small, fixed_large and the optimal variance [Bao22]), and finally the samp
 a batch of 5000 against one bare forward pass of the network on that batch.
 Targets: 60 s: sw_ratio <= 1.3, on_roll >= 0.99, coverage <= 0.025; 20 s: sw_ratio <= 1.5, on_roll >= 0.95;
 the default model's bound with the optimal variance <= entropy + 0.10 nats, the hybrid's <= entropy + 0.15;
-sampler step <= 1.3 x forward pass. Timings need an otherwise idle machine (OMP_NUM_THREADS=2).
+sampler step <= 1.3 x forward pass. Then the few-step table (FAST) of the default model: sampler, steps, NFE,
+metrics, seconds and overhead (targets in its footer). Timings need an otherwise idle machine (OMP_NUM_THREADS=2).
 """
 
 import argparse
@@ -32,7 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from diffusion_lib.checkpoints import load_checkpoint  # noqa: E402
-from diffusion_lib.sampling import sample  # noqa: E402
+from diffusion_lib.evaluation import sample_metrics  # noqa: E402
+from diffusion_lib.sampling import sample, sample_data, sampling_plan  # noqa: E402
 
 RUNS = [("default-60s", ["--max-seconds", "60"]), ("default-20s", ["--max-seconds", "20"]),
         ("hybrid-60s", ["--loss", "hybrid", "--max-seconds", "60"]),
@@ -42,6 +44,9 @@ RUNS = [("default-60s", ["--max-seconds", "60"]), ("default-20s", ["--max-second
         ("vlb-fixed-60s", ["--loss", "vlb", "--var", "fixed_large", "--importance-sampling", "--max-seconds", "60"])]
 # reverse variances each run is evaluated with, besides its own (the run's config.var)
 EVALS = {"default-60s": ["fixed_large", "optimal"], "hybrid-60s": ["optimal"], "vlb-is-60s": ["optimal"]}
+# the few-step table of the default model: (sampler, visited steps); Heun calls the network 2K - 1 times
+FAST = [("ancestral", None), ("ancestral", 50), ("ancestral", 20), ("ddim", 50), ("ddim", 20),
+        ("dpm_solver", 50), ("dpm_solver", 20), ("dpm_solver", 10), ("heun", 25), ("heun", 10)]
 
 
 def cli(*args):
@@ -75,6 +80,36 @@ def sampler_timing(run, n=5000, bare_calls=100):
     wall = time.perf_counter() - start
     forward = (before + bare()) / 2
     return 1e3 * forward, 1e3 * wall / sched.T, wall, sched.T
+
+
+def sampler_table(run, n=5000):
+    """One row per FAST entry: sampler, steps, NFE, sample metrics of n samples, seconds, and the overhead
+    against the same number of bare forward passes on the batch (measured right after, same load)."""
+    ckpt = load_checkpoint(os.path.join(run, "model.pt"))
+    cfg, model, sched = ckpt.config, ckpt.model, ckpt.sched
+    rows = []
+    for sampler, steps in FAST:
+        plan = sampling_plan(sched, sampler, steps)
+        start = time.perf_counter()
+        x = sample_data(sched, model, ckpt.scaling, n, cfg.prediction, cfg.var, torch.Generator().manual_seed(1),
+                        sampler=sampler, steps=steps)
+        wall = time.perf_counter() - start
+        xt = torch.randn(n, 2)
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for t in plan.timesteps + plan.timesteps[1:] * (sampler == "heun"):
+                model(xt, torch.full((n,), t, dtype=torch.int64))
+            bare = time.perf_counter() - start
+        rows.append((sampler, len(plan.timesteps), plan.nfe, sample_metrics(x, cfg.noise, seed=2), wall, bare))
+    header = f"{'sampler':<11} {'steps':>5} {'NFE':>5} {'sw_ratio':>8} {'on_roll':>8} {'coverage':>8} {'s':>6} {'overhead':>8}"
+    print(f"\nfew steps: the default-60s network ({cfg.prediction}), {n} samples, one row per sampler and steps")
+    print(header)
+    print("-" * len(header))
+    for sampler, steps, nfe, m, wall, bare in rows:
+        print(f"{sampler:<11} {steps:>5} {nfe:>5} {m['sw_ratio']:>8.3f} {m['on_roll']:>8.4f} {m['coverage']:>8.4f} "
+              f"{wall:>6.2f} {wall / bare:>8.2f}")
+    print("targets: <= 50 NFE sw_ratio <= 1.3, on_roll >= 0.99, coverage <= 0.025; 20 NFE sw_ratio <= 1.5, "
+          "on_roll >= 0.98, coverage <= 0.03, <= 1 s, overhead <= 1.3")
 
 
 def main():
@@ -117,7 +152,8 @@ def main():
     print("-" * len(header))
     for name, train_s, sample_s, r in results:
         exact = f"{r['exact_nll']:>9.4f}" if "exact_nll" in r else f"{'':>9}"
-        print(f"{name:<13} {r['loss']:<7} {r.get('prediction', ''):<4} {r['var']:<12} {r['steps']:>6} {r['sw_ratio']:>8.3f} "
+        print(f"{name:<13} {r['loss']:<7} {r.get('prediction', ''):<4} {r['var']:<12} {r['train_steps']:>6} "
+              f"{r['sw_ratio']:>8.3f} "
               f"{r['on_roll']:>8.4f} {r['coverage']:>8.4f} {r['nll_bound']:>10.4f} {r['nll_bound_se']:>6.4f} "
               f"{r['gap_to_floor']:>7.4f} {exact} {train_s:>7.1f} {sample_s:>8.1f}")
     for name, message in failures:
@@ -126,6 +162,7 @@ def main():
     print(f"\nsampler, batch 5000, T = {T}: {step_ms:.2f} ms per step vs {forward_ms:.2f} ms for one bare forward "
           f"pass (ratio {step_ms / forward_ms:.2f}); {wall:.1f} s for 5000 samples")
     print("(train s and sample s are wall times of the CLI commands, including start-up)")
+    sampler_table(os.path.join(args.out, "default-60s"))
     return 1 if failures else 0
 
 
