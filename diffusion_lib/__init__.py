@@ -38,7 +38,7 @@ from .posterior import (
     x0_from_v,
 )
 from .reverse import VARIANCES, ReverseStep, p_mean_variance, reverse_variance
-from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule
+from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule, rescale_zero_terminal_snr
 from .vlb import (
     BoundTerms,
     bound_terms,

@@ -99,6 +99,9 @@ def select_timesteps(sched, steps=None, spacing="uniform", lambda_min=None, rho=
         return [1 + k * (t_max // K) for k in range(K)]
     if spacing == "trailing":
         return sorted(math.floor(t_max - k * t_max / K + 0.5) for k in range(K))
+    if spacing in ("log_snr", "edm") and sched.alpha_bar[t_max] == 0:
+        raise ValueError(f"spacing {spacing!r} needs a finite log-SNR at t_max = {t_max}; at zero terminal SNR use "
+                         "'uniform' or 'trailing', or a lambda_min")
     frac = torch.linspace(0, 1, K, dtype=torch.float64)
     if spacing == "log_snr":
         lam = half_log_snr(sched)

@@ -270,7 +270,7 @@ class _DPMSolver(_ODE):
             d = x0 * (1 + 1 / (2 * r)) - x0_prev * (1 / (2 * r))
         self.previous = (x0, h)
         # sigma_s / sigma_t in the VP sense is sqrt((1 - ab_s) / (1 - ab_t)); -alpha_s (e^{-h} - 1) = sqrt(ab_s) (1 - e^{-h})
-        ratio = self.scale[s] * self.sigma[s] / (self.scale[t] * self.sigma[t])
+        ratio = math.sqrt((1 - self.scale[s] ** 2) / (1 - self.scale[t] ** 2))  # finite at zero SNR too
         return x * ratio + d * (self.scale[s] * -math.expm1(-h))
 
 
@@ -296,6 +296,13 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
     check_variance(var_type, variances)
     plan = sampling_plan(sched, sampler, steps, spacing, lambda_min)
+    if sched.alpha_bar[plan.timesteps[0]] == 0:  # zero terminal SNR [Lin24]: x_T carries no signal at all
+        if prediction == "eps":
+            raise ValueError("at zero terminal SNR an eps-network's x_0 = (x_T - eps) / sqrt(alpha_bar_T) divides "
+                             "by zero: train with prediction 'v', or start below T with lambda_min")
+        if sampler in ("euler", "heun"):
+            raise ValueError(f"{sampler} works on x / sqrt(alpha_bar), infinite at zero terminal SNR: start below T "
+                             "with lambda_min, or use ancestral, ddim or dpm_solver")
     stepper = _STEPPERS[sampler](sched, plan.timesteps, prediction, var_type, variances, eta)
     net = _Network(sched, model, n, prediction, var_type)
     pairs = list(zip(plan.timesteps, plan.timesteps[1:] + [0]))

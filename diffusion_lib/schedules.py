@@ -1,13 +1,14 @@
 """Noise schedules beta_1..beta_T and everything precomputed from them.
 
-Contents: `SCHEDULES`, `make_schedule`, `NoiseSchedule` (with `from_betas`), `ScheduleWarning`.
+Contents: `SCHEDULES`, `make_schedule`, `NoiseSchedule` (with `from_betas`), `ScheduleWarning`,
+`rescale_zero_terminal_snr`.
 
 Time is indexed like the paper: t = 1..T. Every array has length T + 1 and slot 0 is padding with
 beta[0] = 0, alpha[0] = alpha_bar[0] = 1, so `alpha_bar[t]` *is* alpha_bar_t and `alpha_bar[t - 1]`
 needs no special case at t = 1. Codebases that index from 0 (improved-diffusion, diffusers) store
 our `alpha_bar[t]` at their index t - 1 ("0 means one step").
 
-References: [Ho20] Ho, Jain, Abbeel 2020; [ND21] Nichol & Dhariwal 2021.
+References: [Ho20] Ho, Jain, Abbeel 2020; [ND21] Nichol & Dhariwal 2021; [Lin24] Lin et al. 2024.
 """
 
 import math
@@ -46,9 +47,12 @@ class NoiseSchedule:
             raise ValueError(f"betas must be a non-empty 1-D sequence beta_1..beta_T, got shape {tuple(betas.shape)}")
         if not torch.isfinite(betas).all():
             raise ValueError("betas must be finite; found NaN or inf")
-        if not ((betas > 0) & (betas < 1)).all():
-            bad = betas[(betas <= 0) | (betas >= 1)]
-            raise ValueError(f"every beta_t must lie in the open interval (0, 1); found {bad[:3].tolist()}")
+        inside = (betas > 0) & (betas < 1)
+        inside[-1] = inside[-1] | (betas[-1] == 1)  # beta_T = 1: zero terminal SNR [Lin24]
+        if not inside.all():
+            bad = betas[~inside]
+            raise ValueError(f"every beta_t must lie in the open interval (0, 1) (beta_T = 1 is allowed: zero "
+                             f"terminal SNR); found {bad[:3].tolist()}")
         self.name = name
         self.T = betas.numel()
         zero = torch.zeros(1, dtype=torch.float64)
@@ -169,3 +173,19 @@ def make_schedule(name, T):
         raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
     T = T_int
     return NoiseSchedule(_BETA_FUNCTIONS[name](T), name=name)
+
+
+def rescale_zero_terminal_snr(sched):
+    """The schedule with sqrt(alpha_bar_t) mapped affinely so that alpha_bar_1 is kept and alpha_bar_T = 0 [Lin24, Alg. 1].
+
+    sqrt(ab'_t) = (sqrt(ab_t) - sqrt(ab_T)) sqrt(ab_1) / (sqrt(ab_1) - sqrt(ab_T)); then beta_T = 1 and x_T is
+    exactly N(0, I): no signal is left at T, so the sampler's N(0, I) start is no approximation. A new forward
+    process: the network must be trained on it, and with prediction "v" (or "x0"), since at t = T an
+    eps-network's x_0 = (x_T - eps) / sqrt(ab_T) divides by zero.
+    """
+    root = sched.alpha_bar[1:].sqrt()
+    root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), root ** 2])
+    betas = 1 - alpha_bar[1:] / alpha_bar[:-1]
+    betas[-1] = 1.0  # exactly: alpha_bar_T = 0
+    return NoiseSchedule(betas, name=f"{sched.name}-zero-snr")

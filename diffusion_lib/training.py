@@ -86,6 +86,9 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
+        if self.betas is not None and self.betas[-1] == 1 and self.prediction == "eps":
+            raise ValueError("a schedule with zero terminal SNR (beta_T = 1) needs prediction 'v' or 'x0': an "
+                             "eps-network's x_0 at t = T divides by sqrt(alpha_bar_T) = 0")
         positive = {"T": self.T, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                     "width": self.width}
         for name, value in positive.items():

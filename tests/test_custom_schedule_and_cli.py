@@ -34,7 +34,7 @@ def test_config_betas_override_schedule_and_T():
     assert [r.step for r in trainer.run()] == [1, 2, 3, 4, 5]
 
 
-@pytest.mark.parametrize("betas", [[0.1, 1.0], [0.0, 0.2], [[0.1, 0.2]], [], [float("nan")]])
+@pytest.mark.parametrize("betas", [[1.0, 0.1], [0.0, 0.2], [[0.1, 0.2]], [], [float("nan")]])
 def test_config_rejects_bad_betas(betas):
     with pytest.raises(ValueError, match="beta"):
         tiny_config(betas=betas).validate()

@@ -30,7 +30,7 @@ def test_T_must_be_a_positive_integer(bad_T):
         dl.make_schedule("linear", bad_T)
 
 
-@pytest.mark.parametrize("betas", [[0.1, 1.0], [0.0, 0.1], [-0.1, 0.5], [1.5], [0.2, 0.3, 1.0 + 1e-12]])
+@pytest.mark.parametrize("betas", [[1.0, 0.1], [0.0, 0.1], [-0.1, 0.5], [1.5], [0.2, 0.3, 1.0 + 1e-12]])
 def test_betas_outside_the_open_unit_interval(betas):
     with pytest.raises(ValueError, match=r"every beta_t must lie in the open interval \(0, 1\)"):
         dl.NoiseSchedule.from_betas(betas)

@@ -244,3 +244,44 @@ def test_step_coefficients_of_the_full_chain_are_unchanged():
     xt, out = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
     for t in (1, 15, 30):
         assert torch.allclose(coef.a[t] * xt + coef.b[t] * out, dl.p_mean_variance(sched, out, xt, t).mean)
+
+
+def test_zero_terminal_snr_rescaling_follows_lin24():
+    # [Lin24, Alg. 1]: sqrt(ab) shifted and scaled so that ab_1 is kept and ab_T = 0, linear in the old sqrt(ab)
+    sched = dl.make_schedule("cosine", 1000)
+    zero = dl.rescale_zero_terminal_snr(sched)
+    old, new = sched.alpha_bar[1:].sqrt(), zero.alpha_bar[1:].sqrt()
+    assert float(zero.alpha_bar[-1]) == 0.0 and zero.beta[-1] == 1.0 and zero.snr[-1] == 0
+    assert new[0] == pytest.approx(float(old[0]), rel=1e-12)
+    slope = (new[0] - new[-1]) / (old[0] - old[-1])
+    assert torch.allclose(new, new[-1] + slope * (old - old[-1]), atol=1e-12)
+    # the prior term vanishes: x_T is exactly N(0, I)
+    assert float(zero.prior_kl(torch.randn(5, 2, dtype=torch.float64)).abs().max()) < 1e-12
+
+
+def test_sampling_from_zero_terminal_snr():
+    # Gaussian data N(0, s^2 I) on the rescaled schedule, with its exact v-network: the probability-flow ODE from
+    # sigma = inf maps x_T to x_0 = s x_T exactly; DPM-Solver++ and DDIM start at T, Euler and Heun cannot
+    s2 = 0.25
+    zero = dl.rescale_zero_terminal_snr(dl.make_schedule("cosine", 1000))
+    gauss = dl.gaussian_data_denoiser(zero, s2)
+
+    def v_net(xt, t):
+        ab = zero.alpha_bar[t].reshape(-1, 1).to(xt.dtype)
+        x0 = ab.sqrt() * s2 / (ab * s2 + 1 - ab) * xt  # E[x_0 | x_t], finite at ab = 0
+        eps = gauss(xt, t)
+        return ab.sqrt() * eps - (1 - ab).sqrt() * x0
+
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(7))
+    errors = []
+    for K in (20, 80):
+        x = dl.sample(zero, v_net, 300, "v", x_T=x_T, sampler="dpm_solver", steps=K, spacing="uniform", lambda_min=None)
+        errors.append(float((x - s2 ** 0.5 * x_T).abs().max()))
+    assert errors[1] < 0.02 and errors[1] < errors[0] / 4, errors  # second order from T
+    for kwargs, message in (({"prediction": "eps", "sampler": "ddim"}, "divides by zero: train with prediction 'v'"),
+                            ({"prediction": "v", "sampler": "heun", "spacing": "uniform"}, "infinite at zero terminal"),
+                            ({"prediction": "v", "sampler": "dpm_solver"}, "needs a finite log-SNR")):
+        with pytest.raises(ValueError, match=message):
+            dl.sample(zero, v_net, 3, steps=10, lambda_min=None, **kwargs)
+    with pytest.raises(ValueError, match="zero terminal SNR .* needs prediction 'v' or 'x0'"):
+        dl.TrainConfig(betas=zero.beta[1:].tolist(), prediction="eps").validate()
