@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import papermill
+from ipc_kernel import IPCKernelManager
 
 
 def main():
@@ -34,7 +35,7 @@ def main():
         try:
             papermill.execute_notebook(str(nb), str(args.out / nb.name), parameters=params,
                                        cwd=str(args.out), progress_bar=False, kernel_name="python3",
-                                       execution_timeout=1200)
+                                       execution_timeout=1200, kernel_manager_class=IPCKernelManager)
             status = "ok"
         except Exception as err:  # report every notebook, then fail
             status = f"FAILED: {type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"

@@ -13,10 +13,13 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from ipc_kernel import IPCKernelManager
+
 
 def refresh(path):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=1200, kernel_name="python3", record_timing=False,
+                            kernel_manager_class=IPCKernelManager,
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     for cell in nb.cells:
