@@ -50,7 +50,7 @@ refresh-notebooks: venv
 
 ## unit tests, then every notebook re-executed and compared strictly by nbval
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_NBVAL) tests notebooks
+	$(BIN)/python -m pytest $(PYTEST_NBVAL) --durations=25 tests notebooks
 
 ## unit tests only
 test-fast: venv
