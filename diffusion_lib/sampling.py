@@ -137,10 +137,10 @@ def _x0_coefficients(sched, prediction):
 class _Network:
     """The model's output at (x_t, t), counted, and its x0_hat and eps_hat as affine maps of (x_t, output)."""
 
-    def __init__(self, sched, model, n, prediction, var_type):
+    def __init__(self, sched, model, n, prediction, var_type, device=None):
         self.x0_a, self.x0_b, self.eps_a, self.eps_b = _prediction_coefficients(sched, prediction)
         self.model, self.var_type, self.calls = model, var_type, 0
-        self.t_batch = torch.empty(n, dtype=torch.int64)
+        self.t_batch = torch.empty(n, dtype=torch.int64, device=device)
 
     def __call__(self, x, t):
         """(output, var_interp) of the model at (x, t); var_interp is the learned variance's r, or None."""
@@ -289,8 +289,9 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     sampler one of SAMPLERS; steps the number of visited steps (None: every step); spacing one of
     respacing.SPACINGS (None: the sampler's default); eta DDIM's noise in [0, 1]; lambda_min see `sampling_plan`.
     With steps=None and the defaults this is Algorithm 2 [Ho20], draw for draw.
-    Yields: (t, x_t) with x_t a float32 (n, *data_shape) tensor in model coordinates, created under
-    torch.inference_mode (no autograd).
+    Yields: (t, x_t) with x_t a float32 (n, *data_shape) tensor in model coordinates on the model's device
+    (`model_device`; the noise is drawn on the CPU and moved, so a seed gives the same samples everywhere),
+    created under torch.inference_mode (no autograd).
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
@@ -304,23 +305,32 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
             raise ValueError(f"{sampler} works on x / sqrt(alpha_bar), infinite at zero terminal SNR: start below T "
                              "with lambda_min, or use ancestral, ddim or dpm_solver")
     stepper = _STEPPERS[sampler](sched, plan.timesteps, prediction, var_type, variances, eta)
-    net = _Network(sched, model, n, prediction, var_type)
+    device = model_device(model)
+    net = _Network(sched, model, n, prediction, var_type, device)
     pairs = list(zip(plan.timesteps, plan.timesteps[1:] + [0]))
     if progress:
         from tqdm.auto import tqdm
 
         pairs = tqdm(pairs, desc=f"sampling ({sampler}, {plan.nfe} NFE)", leave=False)
 
-    def noise(x):
-        return torch.randn(x.shape, generator=generator)
+    def noise(x):  # drawn on the CPU from the generator and moved: the same samples on every device
+        return torch.randn(x.shape, generator=generator).to(device)
 
     with torch.inference_mode():
-        x = torch.randn((n, *data_shape), generator=generator) if x_T is None else x_T.float()
+        x = (torch.randn((n, *data_shape), generator=generator) if x_T is None else x_T.float()).to(device)
         yield plan.timesteps[0], x
         for t, s in pairs:
             x = stepper.step(net, x, t, s, noise)
             yield s, x
     assert net.calls == plan.nfe, (net.calls, plan.nfe)
+
+
+def model_device(model):
+    """The device of a model's parameters (an nn.Module), or the CPU for a plain callable or a parameter-free model."""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
 
 
 def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, data_shape=(2,),
@@ -337,10 +347,10 @@ def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=
 
 def sample_data(sched, model, scaling, n, prediction="eps", var_type="fixed_small", generator=None,
                 progress=False, data_shape=(2,), variances=None, x_T=None, **sampler_args):
-    """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, *data_shape)."""
+    """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, *data_shape), on the CPU."""
     x0 = sample(sched, model, n, prediction, var_type, generator, data_shape, progress, variances, x_T,
                 **sampler_args)
-    return scaling.to_data(x0.double())
+    return scaling.to_data(x0.cpu().double())
 
 
 def ddim_invert(sched, model, x0, prediction="eps", steps=None, spacing=None, lambda_min="auto", var_type="fixed_small"):
@@ -351,7 +361,7 @@ def ddim_invert(sched, model, x0, prediction="eps", steps=None, spacing=None, la
     Same plan arguments as `sampling_plan(sched, "ddim", ...)`. Returns float32 x_{t_K} (B, ...).
     """
     plan = sampling_plan(sched, "ddim", steps, spacing, lambda_min)
-    net = _Network(sched, model, x0.shape[0], prediction, var_type)
+    net = _Network(sched, model, x0.shape[0], prediction, var_type, x0.device)
     ab = sched.alpha_bar.tolist()
     up = plan.timesteps[::-1]
     with torch.inference_mode():

@@ -285,3 +285,15 @@ def test_sampling_from_zero_terminal_snr():
             dl.sample(zero, v_net, 3, steps=10, lambda_min=None, **kwargs)
     with pytest.raises(ValueError, match="zero terminal SNR .* needs prediction 'v' or 'x0'"):
         dl.TrainConfig(betas=zero.beta[1:].tolist(), prediction="eps").validate()
+
+
+@pytest.mark.parametrize("sampler", dl.SAMPLERS)
+def test_samplers_create_nothing_off_the_models_device(sampler):
+    # a network on the "meta" device (shapes only): a tensor the loop made on the CPU would meet the network's
+    # meta tensors and raise, so every sampler runs end to end only if it follows the model's device
+    net = dl.MLP(hidden=(8, 8)).to("meta")
+    sched = dl.make_schedule("cosine", 50)
+    for prediction in ("eps", "v"):
+        x = dl.sample(sched, net, 6, prediction, sampler=sampler, steps=5, generator=torch.Generator().manual_seed(0))
+        assert x.device.type == "meta" and x.shape == (6, 2)
+    assert dl.sampling.model_device(lambda xt, t: xt) == torch.device("cpu")
