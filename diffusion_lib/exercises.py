@@ -4,7 +4,8 @@ Contents: one `check_*` per exercise (`CHECKS` lists them by name): `check_alpha
 `check_q_sample`, `check_q_jump`, `check_schedule`, `check_posterior`, `check_x0_from_eps`,
 `check_mu_from_eps`, `check_normal_kl`, `check_vlb_term`, `check_ancestral_step`, `check_sample_t`,
 `check_simple_loss`, `check_training_step`, `check_memorising_x0`, `check_mixture_x0`; and from
-`exercises_advanced` (chapters 07, 10, 11): `check_hybrid_loss`, `check_importance_weights`, `check_bound_weight`,
+`exercises_advanced` (chapters 07, 09, 10, 11): `check_hybrid_loss`, `check_importance_weights`, `check_bound_weight`,
+`check_ddim_step`, `check_log_snr_steps`, `check_dpm_solver_2m_update`,
 `check_timestep_embedding`, `check_discretized_decoder`, `check_bound_bits_per_dim`, `check_score_from_eps`,
 `check_hutchinson_divergence`, `check_hutchinson_variance`, `check_flow_log_density`;
 `MISTAKES` (the typical wrong answers each check recognises);
@@ -252,14 +253,14 @@ def _close(got, expected, rtol, atol):
     return bool(torch.allclose(g, torch.as_tensor(expected, dtype=torch.float64), rtol=rtol, atol=atol))
 
 
-def _recognise(name, args, got_parts, expected_parts, rtol, atol):
+def _recognise(name, args, got_parts, expected_parts, rtol, atol, single=False):
     """The label of the typical mistake that produces the student's answer on these inputs, or None.
 
     Every output must be the mistake's or the reference's, and one at least the mistake's where it differs
     from the reference (so a posterior with only its mean off by one is still named)."""
     for label, wrong in MISTAKES.get(name, ()):
         try:
-            wrong_parts = _as_parts(wrong(*args))
+            wrong_parts = (wrong(*args),) if single else _as_parts(wrong(*args))
         except Exception:  # a mistake that does not apply to these inputs
             continue
         if len(wrong_parts) != len(got_parts):
@@ -301,12 +302,13 @@ def _call_student(name, student, args, description):
 
 
 def _compare(name, student, reference, cases, rtol=1e-6, atol=1e-8, title=None,
-             covered="every schedule, T = 10 and 1000, t = 1 and t = T included"):
-    """Run both functions on every case; print and return the verdict."""
+             covered="every schedule, T = 10 and 1000, t = 1 and t = T included", single=False):
+    """Run both functions on every case; print and return the verdict. single: the output is one value even when
+    it is a list (a list of timesteps), not a tuple of outputs."""
     title = title or name
     for case in cases:
         # the reference first, on the original inputs; the student gets copies
-        expected_parts = _as_parts(reference(*case.args))
+        expected_parts = (reference(*case.args),) if single else _as_parts(reference(*case.args))
         ok, got = _call_student(name, student, case.args, case.description)
         if not ok:
             print(f"{FAIL} {title}: {got}")
@@ -314,7 +316,7 @@ def _compare(name, student, reference, cases, rtol=1e-6, atol=1e-8, title=None,
         if got is None:
             print(f"{FAIL} {title}: returned None; did you forget `return`?")
             return False
-        got_parts = _as_parts(got)
+        got_parts = (got,) if single else _as_parts(got)
         if len(got_parts) != len(expected_parts):
             print(f"{FAIL} {title}: returned {len(got_parts)} value(s), expected {len(expected_parts)}")
             return False
@@ -338,7 +340,7 @@ def _compare(name, student, reference, cases, rtol=1e-6, atol=1e-8, title=None,
                 print(f"{FAIL} {title}: {what} differs for {case.description}: max |difference| = {diff:.3g}\n"
                       f"   expected {[round(v, 6) for v in e.flatten()[:3].tolist()]} ...\n"
                       f"   got      {[round(v, 6) for v in g.flatten()[:3].tolist()]} ...")
-                mistake = _recognise(name, case.args, got_parts, expected_parts, rtol, atol)
+                mistake = _recognise(name, case.args, got_parts, expected_parts, rtol, atol, single)
                 if mistake:
                     print(f"   this is {mistake}")
                 return False
@@ -951,19 +953,22 @@ CHECKS = {name: globals()[f"check_{name}"] for name in (
     "normal_kl", "vlb_term", "ancestral_step", "sample_t", "simple_loss", "training_step", "memorising_x0",
     "mixture_x0")}
 
-# chapters 07, 10 and 11 live in their own module; their checks, mistakes and switched-off references join these
+# chapters 07, 09, 10 and 11 live in their own module; their checks, mistakes and switched-off references join these
 from .exercises_advanced import (  # noqa: E402, F401  (re-exported; the module imports the helpers above)
     BLOCKED_ADVANCED,
     CHECKS_ADVANCED,
     MISTAKES_ADVANCED,
     check_bound_bits_per_dim,
     check_bound_weight,
+    check_ddim_step,
     check_discretized_decoder,
+    check_dpm_solver_2m_update,
     check_flow_log_density,
     check_hutchinson_divergence,
     check_hutchinson_variance,
     check_hybrid_loss,
     check_importance_weights,
+    check_log_snr_steps,
     check_score_from_eps,
     check_timestep_embedding,
 )

@@ -1,9 +1,11 @@
-"""Checks for the exercises of chapters 07, 10 and 11, in the style of `exercises` (which re-exports them).
+"""Checks for the exercises of chapters 07, 09, 10 and 11, in the style of `exercises` (which re-exports them).
 
 Contents:
   chapter 07  `check_hybrid_loss` (the stop-gradient of [ND21, Sec. 3.1]), `check_importance_weights`
               (p_t ~ sqrt(E[L_t^2]) and the weights 1 / (T p_t) [ND21, Sec. 3.3]), `check_bound_weight`
               (the bound's term from the simple loss: lambda_t D mse [Ho20, Eq. 12]);
+  chapter 09  `check_ddim_step` [SME21, Eq. 12, 16], `check_log_snr_steps` (K steps uniform in the half log-SNR,
+              rounded to the nearest trained step [Lu22, Sec. 3.3]), `check_dpm_solver_2m_update` [Lu22b, Alg. 2];
   chapter 10  `check_timestep_embedding` [Va17; Ho20, Sec. 4], `check_discretized_decoder` [Ho20, Eq. 13],
               `check_bound_bits_per_dim`;
   chapter 11  `check_score_from_eps`, `check_hutchinson_divergence` [Hu89; Gr19], `check_hutchinson_variance`,
@@ -11,7 +13,9 @@ Contents:
   `MISTAKES_ADVANCED`, `BLOCKED_ADVANCED` and `CHECKS_ADVANCED`, merged into `exercises.MISTAKES`,
   `exercises.BLOCKED` and `exercises.CHECKS`.
 
-The references that have no home in the library (the Jacobian of the test fields, the variance of
+The chapter 09 references call the library's own step formulas (`sampling._DDIM.coefficients`,
+`sampling._DPMSolver.step`, `respacing.select_timesteps`), which are switched off with the samplers while a
+student's function runs. The references that have no home in the library (the Jacobian of the test fields, the variance of
 Hutchinson's estimate, the Euler accumulation of the change of variables) are written here, each checked
 against an independent route in tests/test_exercises.py.
 """
@@ -27,6 +31,8 @@ from .exercises import FAIL, PASS, SCHEDULES, Case, _call_student, _cases_with_t
 from .likelihood import bits_per_dim, discretized_gaussian_log_likelihood, simple_loss_weight
 from .losses import HYBRID_LAMBDA, TimestepSampler, training_losses
 from .models import MLP, timestep_embedding
+from .respacing import DPM_SOLVER_LAMBDA_MIN, half_log_snr, select_timesteps
+from .sampling import _DDIM, _DPMSolver
 from .exact_likelihood import score_from_eps
 
 # ---------------------------------------------------------------------------------------------------
@@ -166,6 +172,153 @@ def check_bound_weight(student_bound, *, seed=0, T=(10, 1000), schedules=SCHEDUL
                     title="the bound's term from the simple loss",
                     covered=_covered(T, schedules, timesteps).replace("t = 1 and t = T", "t = 2 and t = T")
                     .replace("1 < t < T", "2 < t < T") + f", D = {D}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# chapter 09: one DDIM step, steps uniform in log-SNR, one DPM-Solver++(2M) step
+
+
+def ddim_step(sched, x_t, t, s, eps_pred, eta, z):
+    """x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - s_t^2) eps_pred + s_t z from t down to s < t (ab_0 = 1), with
+    x0_hat = (x_t - sqrt(1 - ab_t) eps_pred) / sqrt(ab_t) and s_t = eta sqrt((1 - ab_s) / (1 - ab_t))
+    sqrt(1 - ab_t / ab_s) [SME21, Eq. 12, 16]: the coefficients of the library's DDIM sampler."""
+    data, direction, sigma = _DDIM(sched, None, "eps", "fixed_small", None, eta).coefficients(t, s)
+    ab_t = float(sched.alpha_bar[t])
+    x0_hat = (x_t - math.sqrt(1 - ab_t) * eps_pred) / math.sqrt(ab_t)
+    return data * x0_hat + direction * eps_pred + sigma * z
+
+
+def _step_pairs(T, timesteps, gen):
+    """(t, s) pairs with 0 <= s < t <= T: "interior" 1 <= s < t < T, "edges" t = T (to an interior s) and s = 0."""
+    def draw(lo, hi):
+        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
+
+    pairs = []
+    if timesteps in ("all", "interior") and T > 2:
+        t = draw(2, T - 1)
+        pairs.append((t, draw(1, t - 1)))
+    if timesteps in ("all", "edges"):
+        pairs += [(T, draw(1, T - 1)), (draw(1, T), 0)]
+    if timesteps not in ("all", "edges", "interior"):
+        raise ValueError(f"timesteps must be 'all', 'interior' or 'edges', got {timesteps!r}")
+    return pairs
+
+
+def check_ddim_step(student_step, *, seed=0, T=(10, 1000), schedules=SCHEDULES, shape=(5, 2), etas=(0.0, 0.4, 1.0),
+                    timesteps="all"):
+    """student_step(sched, x_t, t, s, eps_pred, eta, z) returns x_s after one DDIM step from t to s < t (ints, s = 0
+    the data, alpha_bar_0 = 1): x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - s_t^2) eps_pred + s_t z with
+    s_t = eta sqrt((1 - ab_s) / (1 - ab_t)) sqrt(1 - ab_t / ab_s) [SME21, Eq. 12, 16].
+    timesteps "interior" uses 1 <= s < t < T, "edges" t = T and s = 0, "all" both."""
+    gen = torch.Generator().manual_seed(seed + 90)
+    cases = []
+    for label, sched in _schedules(schedules, T):
+        for t, s in _step_pairs(sched.T, timesteps, gen):
+            for eta in etas:
+                x_t, eps, z = (torch.randn(*shape, generator=gen, dtype=torch.float64) for _ in range(3))
+                cases.append(Case(f"{label}, t = {t}, s = {s}, eta = {eta}", (sched, x_t, t, s, eps, eta, z)))
+    where = {"all": ", s = 0 and t = T included", "edges": ", t = T and s = 0", "interior": ", 1 <= s < t < T"}
+    return _compare("ddim_step", student_step, ddim_step, cases, rtol=1e-6, atol=1e-8, title="DDIM step",
+                    covered=_covered(T, schedules, "all").split(", t =")[0] + where[timesteps]
+                    + f", eta = {', '.join(map(str, etas))}")
+
+
+def log_snr_steps(sched, K, t_max):
+    """K timesteps in 1..t_max, increasing, evenly spaced in the half log-SNR lambda_t = log(sqrt(ab_t) /
+    sqrt(1 - ab_t)) from lambda_1 to lambda_{t_max}, each the trained step with the nearest lambda [Lu22, Sec. 3.3]:
+    `select_timesteps(sched, K, "log_snr", lambda_min)` with lambda_min = lambda_{t_max}."""
+    steps = select_timesteps(sched, K, "log_snr", float(half_log_snr(sched)[t_max]))
+    assert steps[-1] == t_max, (steps, t_max)
+    return torch.tensor(steps)
+
+
+def _clean_log_snr_case(sched, K, t_max, margin=1e-3):
+    """True when rounding every target to its nearest lambda gives K distinct steps, none near a tie (so neither the
+    library's rule for collisions nor float32 rounding can decide the answer)."""
+    lam = half_log_snr(sched)[1:t_max + 1]
+    targets = torch.linspace(float(lam[0]), float(lam[-1]), K, dtype=torch.float64)
+    dist = (lam[None, :] - targets[:, None]).abs().sort(dim=1).values
+    nearest = (lam[None, :] - targets[:, None]).abs().argmin(dim=1) + 1
+    return len(set(nearest.tolist())) == K and bool((dist[:, 1] - dist[:, 0] > margin).all()) \
+        and nearest.tolist() == log_snr_steps(sched, K, t_max).tolist()
+
+
+def check_log_snr_steps(student_steps, *, seed=0, T=(50, 1000), schedules=SCHEDULES, K=(2, 5, 10, 20), cases_per=3):
+    """student_steps(sched, K, t_max) returns K distinct timesteps (ints, increasing) in 1..t_max, evenly spaced in
+    the half log-SNR lambda_t = log(sqrt(ab_t) / sqrt(1 - ab_t)) from t = 1 to t = t_max and each rounded to the
+    trained step with the nearest lambda (as `select_timesteps(sched, K, "log_snr", lambda_min)`). Only inputs where
+    no two targets round to the same step are used; t_max is T, the start of DPM-Solver's cut-off, or in between."""
+    gen = torch.Generator().manual_seed(seed + 91)
+    cases = []
+    for label, sched in _schedules(schedules, T):
+        cut = select_timesteps(sched, None, "uniform", DPM_SOLVER_LAMBDA_MIN)[-1]
+        drawn = [(int(torch.randint(2, 25, (1,), generator=gen)),
+                  int(torch.randint(sched.T // 2, sched.T + 1, (1,), generator=gen))) for _ in range(8)]
+        # t_max = T, the cut-off's t_max, a random one: the first clean case of each in turn
+        groups = [[(k, sched.T) for k in K], [(k, cut) for k in K] if cut < sched.T else [], drawn]
+        groups = [[(k, t_max) for k, t_max in g if 2 <= k < t_max and _clean_log_snr_case(sched, k, t_max)] for g in groups]
+        kept = [case for round_ in zip(*(g + [None] * cases_per for g in groups)) for case in round_ if case]
+        cases += [Case(f"{label}, K = {k}, t_max = {t_max}", (sched, k, t_max)) for k, t_max in kept[:cases_per]]
+    if not cases:
+        raise ValueError("no case without collisions: choose larger T or smaller K")
+    return _compare("log_snr_steps", student_steps, log_snr_steps, cases, rtol=0, atol=0, single=True,
+                    title="steps uniform in log-SNR",
+                    covered=f"{_covered(T, schedules, 'all').split(', t =')[0]}, {len(cases)} choices of K and t_max")
+
+
+class _GivenPrediction:
+    """Stands in for the network in a sampler's step: x0_hat at (x, t) is the given tensor."""
+
+    def __init__(self, x0):
+        self.x0 = x0
+
+    def x0_eps(self, x, t):
+        return self.x0, None
+
+
+def dpm_solver_2m_update(sched, x_t, t, s, x0_t, x0_prev, h_prev):
+    """One DPM-Solver++(2M) step from t to s < t [Lu22b, Alg. 2], the library's: h = lambda_s - lambda_t,
+    x_s = sqrt((1 - ab_s) / (1 - ab_t)) x_t + sqrt(ab_s) (1 - e^{-h}) D, D = (1 + 1/(2r)) x0_t - x0_prev / (2r) with
+    r = h_prev / h, or D = x0_t on the first step (x0_prev None); x0_t itself at s = 0."""
+    stepper = _DPMSolver(sched, None, "eps", "fixed_small", None, None)
+    if x0_prev is not None:
+        stepper.previous = (x0_prev, h_prev)
+    return stepper.step(_GivenPrediction(x0_t), x_t, t, s, None)
+
+
+def check_dpm_solver_2m_update(student_update, *, seed=0, T=(10, 1000), schedules=SCHEDULES, shape=(5, 2), K=(4, 8),
+                               timesteps="all"):
+    """student_update(sched, x_t, t, s, x0_t, x0_prev, h_prev) returns x_s after one DPM-Solver++(2M) step from t to
+    s < t [Lu22b, Alg. 2]; x0_prev is the prediction at the previously visited step and h_prev = lambda_t - lambda_prev
+    (both None on the first step: first order). Steps t > s of log-SNR plans with K steps; "interior" are second-order
+    steps to s > 0, "edges" the first step (x0_prev None) and the last (s = 0: the result is x0_t), "all" both."""
+    if timesteps not in ("all", "edges", "interior"):
+        raise ValueError(f"timesteps must be 'all', 'interior' or 'edges', got {timesteps!r}")
+    gen = torch.Generator().manual_seed(seed + 92)
+    cases = []
+    for label, sched in _schedules(schedules, T):
+        lam = half_log_snr(sched).tolist()
+        t_max = select_timesteps(sched, None, "uniform", DPM_SOLVER_LAMBDA_MIN)[-1]
+        for k in K:
+            plan = select_timesteps(sched, min(k, t_max), "log_snr", DPM_SOLVER_LAMBDA_MIN)[::-1] + [0]
+            if len(plan) < 4:
+                continue
+            i = int(torch.randint(1, len(plan) - 2, (1,), generator=gen))  # a step with a previous one and s > 0
+            chosen = ([(0, False), (len(plan) - 2, True)] if timesteps in ("all", "edges") else []) + \
+                ([(i, True)] if timesteps in ("all", "interior") else [])
+            for j, with_prev in chosen:
+                t, s = plan[j], plan[j + 1]
+                x_t, x0_t, x0_prev = (torch.randn(*shape, generator=gen, dtype=torch.float64) for _ in range(3))
+                prev, h_prev = (x0_prev, lam[t] - lam[plan[j - 1]]) if with_prev else (None, None)
+                order = "the first step" if not with_prev else "the last step" if s == 0 else "a second-order step"
+                cases.append(Case(f"{label}, {order}: t = {t}, s = {s}" + (f" (previous t = {plan[j - 1]})"
+                                                                          if with_prev else ""),
+                                  (sched, x_t, t, s, x0_t, prev, h_prev)))
+    where = {"all": "the first step, second-order steps and the last step", "edges": "the first and the last step",
+             "interior": "second-order steps"}[timesteps]
+    return _compare("dpm_solver_2m_update", student_update, dpm_solver_2m_update, cases, rtol=1e-6, atol=1e-8,
+                    title="DPM-Solver++(2M) step",
+                    covered=f"{_covered(T, schedules, 'all').split(', t =')[0]}, {where}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -357,6 +510,11 @@ BLOCKED_ADVANCED = {
     "hybrid_loss": ("training_losses", "Trainer.train_step", "Trainer.run"),
     "importance_weights": ("TimestepSampler.probs", "TimestepSampler.sample"),
     "bound_weight": ("simple_loss_weight", "vlb_term", "normal_kl", "bound_terms", "training_losses"),
+    "ddim_step": ("sampling._DDIM.coefficients", "sampling._DDIM.step", "sampling._Euler.step",
+                  "sampling._DPMSolver.step", "sample_loop", "sample", "sample_data", "ddim_invert"),
+    "log_snr_steps": ("select_timesteps", "respacing._nearest_steps", "half_log_snr", "sampling_plan"),
+    "dpm_solver_2m_update": ("sampling._DPMSolver.step", "sampling._DDIM.coefficients", "sampling._DDIM.step",
+                             "sampling._Euler.step", "sample_loop", "sample", "sample_data"),
     "timestep_embedding": ("timestep_embedding",),
     "discretized_decoder": ("discretized_gaussian_log_likelihood", "likelihood._log_ndtr_diff", "vlb_term",
                             "bound_terms"),
@@ -404,6 +562,37 @@ def _euler(field, x0, s_grid, prior=standard_normal_log_density, sign=1.0, at_st
     return prior(x0 if at_start else x) + sign * integral
 
 
+def _ddim(sched, x_t, t, s, eps, eta, z, ab=None, eta_in_sigma=True, direction_sigma=True):
+    ab = sched.alpha_bar if ab is None else ab
+    ab_t, ab_s = float(ab[t]), float(ab[s])
+    sigma = (eta if eta_in_sigma else 1.0) * math.sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))
+    x0_hat = (x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+    direction = math.sqrt(max(1 - ab_s - (sigma ** 2 if direction_sigma else 0.0), 0.0))
+    return math.sqrt(ab_s) * x0_hat + direction * eps + sigma * z
+
+
+def _log_snr_rounded(sched, K, t_max, values):
+    """K targets evenly spaced in `values` (a function of t, monotone) from t = 1 to t_max, each rounded to the
+    nearest step."""
+    v = values[1:t_max + 1]
+    targets = torch.linspace(float(v[0]), float(v[-1]), K, dtype=torch.float64)
+    return ((v[None, :] - targets[:, None]).abs().argmin(dim=1) + 1).tolist()
+
+
+def _dpm(sched, x_t, t, s, x0_t, x0_prev, h_prev, invert_r=False, sign=1.0, alpha_ratio=False):
+    lam = half_log_snr(sched)
+    ab_t, ab_s = float(sched.alpha_bar[t]), float(sched.alpha_bar[s])
+    if s == 0:
+        return x0_t
+    h = float(lam[s] - lam[t])
+    d = x0_t
+    if x0_prev is not None:
+        r = h / h_prev if invert_r else h_prev / h
+        d = (1 + 1 / (2 * r)) * x0_t - x0_prev / (2 * r)
+    ratio = math.sqrt(ab_s / ab_t) if alpha_ratio else math.sqrt((1 - ab_s) / (1 - ab_t))
+    return ratio * x_t - sign * math.sqrt(ab_s) * math.expm1(-h) * d
+
+
 MISTAKES_ADVANCED = {
     "hybrid_loss": [
         ("the bound's term without the division by D: lambda T L_{t-1} where lambda T L_{t-1} / D belongs "
@@ -442,6 +631,35 @@ MISTAKES_ADVANCED = {
          lambda sched, t, mse, D: 2 * simple_loss_weight(sched, t) * D * mse),
         ("alpha_bar_t where alpha_t belongs in lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))",
          lambda sched, t, mse, D: simple_loss_weight(sched, t) * sched.alpha[t] / sched.alpha_bar[t] * D * mse),
+    ],
+    "ddim_step": [
+        ("s_t without eta: the ancestral step's noise at every eta (eta = 0 must be deterministic)",
+         lambda sched, x_t, t, s, eps, eta, z: _ddim(sched, x_t, t, s, eps, eta, z, eta_in_sigma=False)),
+        ("sqrt(1 - alpha_bar_s) where sqrt(1 - alpha_bar_s - s_t^2) belongs: the noise s_t z takes its share of the "
+         "variance from the direction to x_t", lambda sched, x_t, t, s, eps, eta, z: _ddim(sched, x_t, t, s, eps, eta, z,
+                                                                                           direction_sigma=False)),
+        ("alpha_t where alpha_bar_t belongs: DDIM's alpha_t [SME21] is DDPM's alpha_bar_t",
+         lambda sched, x_t, t, s, eps, eta, z: _ddim(sched, x_t, t, s, eps, eta, z, ab=sched.alpha)),
+    ],
+    "log_snr_steps": [
+        ("steps uniform in t: the uniform spacing, not the log-SNR one",
+         lambda sched, K, t_max: _log_snr_rounded(sched, K, t_max, torch.arange(t_max + 1, dtype=torch.float64))),
+        ("steps uniform in log(alpha_bar_t) alone: lambda_t = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)) needs the "
+         "noise's share too", lambda sched, K, t_max: _log_snr_rounded(sched, K, t_max, sched.alpha_bar.log())),
+        ("t_max ignored: the steps spread from t = 1 to T",
+         lambda sched, K, t_max: _log_snr_rounded(sched, K, sched.T, half_log_snr(sched))),
+        ("the steps in decreasing order (the order a sampler visits them): return them increasing, like "
+         "dl.select_timesteps", lambda sched, K, t_max: log_snr_steps(sched, K, t_max).flip(0)),
+    ],
+    "dpm_solver_2m_update": [
+        ("r = h / h_prev where r = h_prev / h belongs (the ratio inverted)",
+         lambda *args: _dpm(*args, invert_r=True)),
+        ("the sign of expm1: sqrt(alpha_bar_s) (1 - e^{-h}) D = -sqrt(alpha_bar_s) expm1(-h) D adds the prediction",
+         lambda *args: _dpm(*args, sign=-1.0)),
+        ("sqrt(alpha_bar_s / alpha_bar_t) x_t where the noise levels' ratio sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) "
+         "belongs", lambda *args: _dpm(*args, alpha_ratio=True)),
+        ("x0_prev ignored: the first-order step (DDIM) everywhere, right on the first and the last step only",
+         lambda sched, x_t, t, s, x0_t, x0_prev, h_prev: _dpm(sched, x_t, t, s, x0_t, None, None)),
     ],
     "timestep_embedding": [
         ("sin and cos swapped: cos(t w_i) fills the first half, sin(t w_i) the second",

@@ -45,11 +45,10 @@ def _solution_code(nb):
 # the sources are well-formed nbgrader assignments (fast)
 
 
-def test_one_assignment_per_chapter_01_to_08_10_and_11():
-    # 09 follows when its chapter settles (see the README's "For teachers")
+def test_one_assignment_per_chapter_01_to_11():
     assert ASSIGNMENTS == ["01_forward_process", "02_closed_form_marginals", "03_beta_schedules", "04_posterior",
                            "05_vlb_and_simple_loss", "06_training_the_reverse_process", "07_vlb_vs_simple_loss",
-                           "08_optimal_denoiser", "10_digits", "11_exact_likelihood"]
+                           "08_optimal_denoiser", "09_faster_sampling", "10_digits", "11_exact_likelihood"]
     for name in ASSIGNMENTS:
         assert (ROOT / "notebooks" / f"{name}.ipynb").exists(), f"{name} has no lecture notebook of the same name"
 
@@ -254,6 +253,48 @@ MISTAKES = [
     ("mistakes-3", "07_vlb_vs_simple_loss", "bound_weight", "a correct other route: the ratio of the SNRs",
      "def my_bound_from_simple(sched, t, mse, D):\n    snr = sched.alpha_bar / (1 - sched.alpha_bar)\n"
      "    return 0.5 * (snr[t - 1] / snr[t] - 1) * D * mse", 3),
+    ("mistakes", "09_faster_sampling", "ddim_step", "s_t without eta: the ancestral noise at every eta",
+     "def my_ddim_step(sched, x_t, t, s, eps_pred, eta, z):\n    ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]\n"
+     "    x0 = (x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()\n"
+     "    sigma = ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()\n"
+     "    return ab_s.sqrt() * x0 + (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps_pred + sigma * z", 0),
+    ("mistakes", "09_faster_sampling", "log_snr_steps", "steps uniform in t",
+     "def my_log_snr_steps(sched, K, t_max):\n"
+     "    return torch.linspace(1, t_max, K, dtype=torch.float64).round().long().tolist()", 0),
+    ("mistakes", "09_faster_sampling", "dpm_solver_2m_update", "x0_prev ignored: first order, right on the first and last step",
+     "def my_dpm_solver_2m_update(sched, x_t, t, s, x0_t, x0_prev, h_prev):\n    if s == 0:\n        return x0_t\n"
+     "    ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]\n"
+     "    e = ((1 - ab_s) / (1 - ab_t) * ab_t / ab_s).sqrt()\n"
+     "    return ((1 - ab_s) / (1 - ab_t)).sqrt() * x_t + ab_s.sqrt() * (1 - e) * x0_t", 1),
+    ("mistakes-2", "09_faster_sampling", "ddim_step", "sqrt(1 - alpha_bar_s) for sqrt(1 - alpha_bar_s - s_t^2)",
+     "def my_ddim_step(sched, x_t, t, s, eps_pred, eta, z):\n    ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]\n"
+     "    x0 = (x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt()\n"
+     "    sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()\n"
+     "    return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps_pred + sigma * z", 0),
+    ("mistakes-2", "09_faster_sampling", "log_snr_steps", "the library shortcut dl.select_timesteps",
+     "def my_log_snr_steps(sched, K, t_max):\n"
+     "    return dl.select_timesteps(sched, K, 'log_snr', float(dl.half_log_snr(sched)[t_max]))", 0),
+    ("mistakes-2", "09_faster_sampling", "dpm_solver_2m_update", "r = h / h_prev, the ratio inverted",
+     "def my_dpm_solver_2m_update(sched, x_t, t, s, x0_t, x0_prev, h_prev):\n    if s == 0:\n        return x0_t\n"
+     "    lam = dl.half_log_snr(sched)\n    ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]\n    h = lam[s] - lam[t]\n"
+     "    D = x0_t if x0_prev is None else (1 + h_prev / (2 * h)) * x0_t - h_prev / (2 * h) * x0_prev\n"
+     "    return ((1 - ab_s) / (1 - ab_t)).sqrt() * x_t - ab_s.sqrt() * torch.expm1(-h) * D", 1),
+    ("mistakes-3", "09_faster_sampling", "ddim_step", "the library shortcut: the sampler's own DDIM coefficients",
+     "def my_ddim_step(sched, x_t, t, s, eps_pred, eta, z):\n"
+     "    a, b, c = dl.sampling._DDIM(sched, None, 'eps', 'fixed_small', None, eta).coefficients(t, s)\n"
+     "    ab_t = sched.alpha_bar[t]\n"
+     "    return a * (x_t - (1 - ab_t).sqrt() * eps_pred) / ab_t.sqrt() + b * eps_pred + c * z", 0),
+    ("mistakes-3", "09_faster_sampling", "dpm_solver_2m_update", "the library shortcut: the sampler's own step",
+     "def my_dpm_solver_2m_update(sched, x_t, t, s, x0_t, x0_prev, h_prev):\n"
+     "    solver = dl.sampling._DPMSolver(sched, None, 'eps', 'fixed_small', None, None)\n"
+     "    solver.previous = None if x0_prev is None else (x0_prev, h_prev)\n"
+     "    net = type('Net', (), {'x0_eps': lambda self, x, t: (x0_t, None)})()\n"
+     "    return solver.step(net, x_t, t, s, None)", 0),
+    ("mistakes-4", "09_faster_sampling", "ddim_step", "a correct other route: the coefficients of x_t and eps_pred",
+     "def my_ddim_step(sched, x_t, t, s, eps_pred, eta, z):\n    ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]\n"
+     "    sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()\n"
+     "    c_eps = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() - (ab_s * (1 - ab_t) / ab_t).sqrt()\n"
+     "    return (ab_s / ab_t).sqrt() * x_t + c_eps * eps_pred + sigma * z", 3),
     ("mistakes", "10_digits", "timestep_embedding", "sin and cos swapped",
      "def my_timestep_embedding(t, dim):\n    half = dim // 2\n"
      "    args = t.double()[:, None] * 10000.0 ** (-torch.arange(half, dtype=torch.float64) / half)\n"

@@ -52,8 +52,8 @@ CASES = [(path.stem, func, check) for path in SOURCES for func, check in _exerci
 IDS = [f"{nb[:2]}-{check}" for nb, _, check in CASES]
 
 
-def test_every_chapter_01_to_08_10_and_11_has_exercises():
-    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07", "08", "10", "11"]
+def test_every_chapter_01_to_11_has_exercises():
+    assert [p.stem[:2] for p in SOURCES] == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11"]
     for path in SOURCES:
         assert _exercises_in(path), f"{path.name} has no `exercises.check_...(function)` cell"
 
@@ -309,6 +309,78 @@ def _hybrid_variance_detached_too(model, sched, x0, t, eps):  # the bound trains
     return ((eps - eps_pred).pow(2).mean(dim=1) + 0.001 * sched.T * term / x0.shape[1]).mean()
 
 
+def _ddim_parts(sched, t, s, eta):
+    ab_t, ab_s = sched.alpha_bar[t], sched.alpha_bar[s]
+    return ab_t, ab_s, eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
+
+
+def _ddim_no_eta(sched, x_t, t, s, eps, eta, z):  # s_t of eta = 1 at every eta
+    ab_t, ab_s, sigma = _ddim_parts(sched, t, s, 1.0)
+    x0 = (x_t - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+    return ab_s.sqrt() * x0 + (1 - ab_s - sigma ** 2).clamp(min=0).sqrt() * eps + sigma * z
+
+
+def _ddim_direction_without_sigma(sched, x_t, t, s, eps, eta, z):  # sqrt(1 - ab_s) for sqrt(1 - ab_s - s_t^2)
+    ab_t, ab_s, sigma = _ddim_parts(sched, t, s, eta)
+    return ab_s.sqrt() * (x_t - (1 - ab_t).sqrt() * eps) / ab_t.sqrt() + (1 - ab_s).sqrt() * eps + sigma * z
+
+
+def _ddim_alpha(sched, x_t, t, s, eps, eta, z):  # DDPM's alpha_t for DDIM's alpha (= DDPM's alpha_bar)
+    a_t, a_s = sched.alpha[t], sched.alpha[s]
+    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp(min=0).sqrt()
+    return a_s.sqrt() * (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt() + (1 - a_s - sigma ** 2).clamp(min=0).sqrt() * eps \
+        + sigma * z
+
+
+def _rounded_steps(values, K, t_max):
+    v = values[1:t_max + 1]
+    targets = torch.linspace(float(v[0]), float(v[-1]), K, dtype=torch.float64)
+    return ((v[None, :] - targets[:, None]).abs().argmin(dim=1) + 1).tolist()
+
+
+def _steps_uniform_in_t(sched, K, t_max):
+    return _rounded_steps(torch.arange(sched.T + 1, dtype=torch.float64), K, t_max)
+
+
+def _steps_uniform_in_log_alpha_bar(sched, K, t_max):
+    return _rounded_steps(sched.alpha_bar.log(), K, t_max)
+
+
+def _steps_decreasing(sched, K, t_max):
+    ab = sched.alpha_bar
+    return _rounded_steps(0.5 * (ab.log() - torch.log1p(-ab)), K, t_max)[::-1]
+
+
+def _dpm(sched, x_t, t, s, x0_t, x0_prev, h_prev, invert=False, sign=1.0, alpha_ratio=False, first_order=False):
+    if s == 0:
+        return x0_t
+    ab = sched.alpha_bar
+    lam = 0.5 * (ab.log() - torch.log1p(-ab))
+    h = lam[s] - lam[t]
+    D = x0_t
+    if x0_prev is not None and not first_order:
+        r = h / h_prev if invert else h_prev / h
+        D = (1 + 1 / (2 * r)) * x0_t - x0_prev / (2 * r)
+    ratio = (ab[s] / ab[t]).sqrt() if alpha_ratio else ((1 - ab[s]) / (1 - ab[t])).sqrt()
+    return ratio * x_t - sign * ab[s].sqrt() * torch.expm1(-h) * D
+
+
+def _dpm_r_inverted(*args):
+    return _dpm(*args, invert=True)
+
+
+def _dpm_expm1_sign(*args):
+    return _dpm(*args, sign=-1.0)
+
+
+def _dpm_alpha_ratio(*args):
+    return _dpm(*args, alpha_ratio=True)
+
+
+def _dpm_first_order(*args):
+    return _dpm(*args, first_order=True)
+
+
 def _rms_probs(history, u, mix=True):
     p = history.pow(2).mean(dim=1).sqrt()
     p = p / p.sum()
@@ -492,6 +564,9 @@ WRONG = {
     "hybrid_loss": [_hybrid_no_detach, _hybrid_no_d, _hybrid_variance_detached_too],
     "importance_weights": [_importance_weights_p, _importance_no_t, _importance_mean, _importance_no_mixing],
     "bound_weight": [_bound_no_d, _bound_large_variance, _bound_no_half],
+    "ddim_step": [_ddim_no_eta, _ddim_direction_without_sigma, _ddim_alpha],
+    "log_snr_steps": [_steps_uniform_in_t, _steps_uniform_in_log_alpha_bar, _steps_decreasing],
+    "dpm_solver_2m_update": [_dpm_r_inverted, _dpm_expm1_sign, _dpm_alpha_ratio, _dpm_first_order],
     "timestep_embedding": [_embedding_sin_first, _embedding_off_by_one, _embedding_zero_based],
     "discretized_decoder": [_decoder_bin_off_by_one, _decoder_no_edges, _decoder_log2],
     "bound_bits_per_dim": [_bpd_nats, _bpd_per_image, _bpd_no_prior],
@@ -572,6 +647,16 @@ def test_changing_the_inputs_in_place_cannot_fool_a_check():
     ("importance_weights", _importance_no_mixing, "no uniform mixing"),
     ("bound_weight", _bound_no_d, "the factor D missing"),
     ("bound_weight", _bound_large_variance, "'fixed_large'"),
+    ("ddim_step", _ddim_no_eta, "s_t without eta"),
+    ("ddim_step", _ddim_direction_without_sigma, "sqrt(1 - alpha_bar_s) where sqrt(1 - alpha_bar_s - s_t^2) belongs"),
+    ("ddim_step", _ddim_alpha, "alpha_t where alpha_bar_t belongs"),
+    ("log_snr_steps", _steps_uniform_in_t, "steps uniform in t"),
+    ("log_snr_steps", _steps_uniform_in_log_alpha_bar, "log(alpha_bar_t) alone"),
+    ("log_snr_steps", _steps_decreasing, "decreasing order"),
+    ("dpm_solver_2m_update", _dpm_r_inverted, "the ratio inverted"),
+    ("dpm_solver_2m_update", _dpm_expm1_sign, "the sign of expm1"),
+    ("dpm_solver_2m_update", _dpm_alpha_ratio, "noise levels' ratio"),
+    ("dpm_solver_2m_update", _dpm_first_order, "x0_prev ignored"),
     ("timestep_embedding", _embedding_sin_first, "sin and cos swapped"),
     ("timestep_embedding", _embedding_off_by_one, "off-by-one in the exponent"),
     ("discretized_decoder", _decoder_bin_off_by_one, "off-by-one in the bin width"),
@@ -838,3 +923,54 @@ def test_flow_log_density_converges_to_the_exact_density_of_a_linear_flow():
     errors = [float((advanced.flow_log_density(field, x0, torch.linspace(0, 1, n + 1, dtype=torch.float64)) - exact).abs().max())
               for n in (100, 200)]
     assert errors[1] < 0.6 * errors[0] and errors[1] < 0.02  # first order: the error halves with the step
+
+
+# the chapter 09 references (the library's own step formulas) against independent routes
+
+
+def test_ddim_step_is_the_ancestral_step_at_eta_1_and_euler_at_eta_0():
+    gen = torch.Generator().manual_seed(5)
+    for name in dl.SCHEDULES:
+        sched = dl.make_schedule(name, 100)
+        for t in (1, 2, 37, 100):
+            x_t, eps, z = (torch.randn(4, 2, generator=gen, dtype=torch.float64) for _ in range(3))
+            step = dl.p_mean_variance(sched, eps, x_t, t, prediction="eps", var_type="fixed_small")
+            ancestral = step.mean + (step.var.sqrt() * z if t > 1 else 0.0)
+            assert torch.allclose(advanced.ddim_step(sched, x_t, t, t - 1, eps, 1.0, z), ancestral, rtol=1e-9, atol=1e-9)
+            s = t // 3
+            sigma = ((1 - sched.alpha_bar) / sched.alpha_bar).sqrt()  # x / sqrt(ab) moves by eps d sigma [SME21, Eq. 14]
+            euler = (x_t / sched.alpha_bar[t].sqrt() + (sigma[s] - sigma[t]) * eps) * sched.alpha_bar[s].sqrt()
+            assert torch.allclose(advanced.ddim_step(sched, x_t, t, s, eps, 0.0, z), euler, rtol=1e-9, atol=1e-9)
+
+
+def test_log_snr_steps_are_the_nearest_steps_to_an_even_lambda_grid():
+    # where no two targets share a nearest step, the reference is the brute-force nearest step of each target
+    for name in dl.SCHEDULES:
+        sched = dl.make_schedule(name, 1000)
+        lam = dl.half_log_snr(sched)
+        for K, t_max in ((5, 1000), (4, 996), (3, 600)):
+            grid = torch.linspace(float(lam[1]), float(lam[t_max]), K, dtype=torch.float64)
+            nearest = [min(range(1, t_max + 1), key=lambda t: abs(float(lam[t]) - float(g))) for g in grid]
+            assert len(set(nearest)) == K, (name, K, t_max)
+            assert advanced.log_snr_steps(sched, K, t_max).tolist() == nearest
+
+
+def test_dpm_solver_updates_chained_are_the_sampler():
+    # the reference step, chained by hand over a plan, reproduces dl.sample(sampler="dpm_solver"); its first-order
+    # step is the DDIM step with eta = 0 (DPM-Solver++(1) = DDIM [Lu22b, Sec. 4])
+    sched = dl.make_schedule("cosine", 200)
+    model = dl.gaussian_data_denoiser(sched, 0.3)
+    x_T = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
+    plan = dl.sampling_plan(sched, "dpm_solver", 8).timesteps
+    lam = dl.half_log_snr(sched)
+    x, prev = x_T.double(), None
+    for t, s in zip(plan, plan[1:] + [0]):
+        eps = model(x, torch.full((64,), t))
+        x0 = dl.x0_from_eps(sched, x, t, eps)
+        if prev is None and s > 0:
+            assert torch.allclose(advanced.dpm_solver_2m_update(sched, x, t, s, x0, None, None),
+                                  advanced.ddim_step(sched, x, t, s, eps, 0.0, torch.zeros_like(x)), rtol=1e-9, atol=1e-9)
+        x_next = advanced.dpm_solver_2m_update(sched, x, t, s, x0, *(prev or (None, None)))
+        prev = (x0, float(lam[s] - lam[t]))
+        x = x_next
+    assert torch.allclose(x.float(), dl.sample(sched, model, 64, sampler="dpm_solver", steps=8, x_T=x_T), atol=1e-4)
