@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import AffineScaling
+from .devices import resolve_device
 from .training import TrainConfig, build_model
 
 FORMAT_VERSION = 1
@@ -47,7 +48,7 @@ def save_checkpoint(path, model, config, scaling, sched, step):
         "config": dataclasses.asdict(config),
         "scaling": {"shift": list(scaling.shift), "scale": float(scaling.scale)},
         "betas": sched.beta[1:].clone(),
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},  # device-free
         "step": int(step),
     }
     folder = os.path.dirname(os.path.abspath(path))
@@ -65,8 +66,9 @@ def save_checkpoint(path, model, config, scaling, sched, step):
     return path
 
 
-def load_checkpoint(path, schedule=None, T=None):
-    """Load a checkpoint; `schedule` and `T`, if given, must match it. Raises CheckpointError."""
+def load_checkpoint(path, schedule=None, T=None, device="cpu"):
+    """Load a checkpoint onto `device` (see `devices.DEVICES`; the file holds CPU tensors, whatever device
+    trained it); `schedule` and `T`, if given, must match it. Raises CheckpointError."""
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint at {path}: train a model first (python -m diffusion_lib train)")
     try:
@@ -109,4 +111,8 @@ def load_checkpoint(path, schedule=None, T=None):
     except (RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: the weights do not fit the configured network: {err}") from err
     scaling = AffineScaling(shift=tuple(state["scaling"]["shift"]), scale=float(state["scaling"]["scale"]))
+    try:
+        model = model.to(resolve_device(device))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     return Checkpoint(model=model.eval(), config=config, sched=sched, scaling=scaling, step=int(state["step"]))

@@ -30,17 +30,16 @@ import numpy as np
 import torch
 
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from .data import swiss_roll
-from .density import swiss_roll_entropy
-from .evaluation import nll_bound, sample_metrics
-from .exact_likelihood import ode_nll
+from .data_registry import DATASETS, get_data_set
+from .devices import DEVICES, resolve_device
+from .evaluation import nll_bound
 from .optimal_variance import optimal_variance
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
 from .respacing import SPACINGS
 from .sampling import SAMPLERS, sample_data, sampling_plan
 from .schedules import SCHEDULES
-from .training import DATA_SHAPES, DATASETS, LOSSES, NonFiniteLossError, TrainConfig, Trainer
+from .training import LOSSES, NonFiniteLossError, TrainConfig, Trainer
 from .unet import BLOCKS
 
 CHECKPOINT = "model.pt"
@@ -83,6 +82,11 @@ def _eta(text):
     return value
 
 
+def _add_device_argument(parser):
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the network runs: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, mps")
+
+
 def _add_sampler_arguments(parser):
     parser.add_argument("--sampler", choices=SAMPLERS, default="ancestral",
                         help="ancestral (Algorithm 2), ddim, euler, heun or dpm_solver (DPM-Solver++(2M))")
@@ -95,13 +99,14 @@ def _add_sampler_arguments(parser):
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m diffusion_lib",
-                                     description="Train, sample and evaluate DDPMs on the 2-D swiss roll "
-                                                 "or the 8x8 digits.")
+                                     description="Train, sample and evaluate DDPMs on the 2-D swiss roll, "
+                                                 "the 8x8 digits, or any registered data set.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate}")
 
     train = sub.add_parser("train", help="train a model (Algorithm 1) into a run folder")
     train.add_argument("--out", required=True, help="run folder to create (holds model.pt and train_log.csv)")
-    train.add_argument("--data", choices=DATASETS, default=DEFAULTS.data)
+    train.add_argument("--data", choices=tuple(DATASETS), default=DEFAULTS.data,
+                       help="the data set (a plug-in registered in data_registry.DATASETS)")
     train.add_argument("--noise", type=_positive_float, default=DEFAULTS.noise, help="data noise, raw units")
     train.add_argument("--schedule", choices=SCHEDULES, default=DEFAULTS.schedule)
     train.add_argument("--T", type=_positive_int, default=DEFAULTS.T, help="diffusion steps")
@@ -127,6 +132,7 @@ def build_parser():
                        help="add the time embedding instead of AdaGN scale-shift (digits, resnet blocks)")
     train.add_argument("--no-attention", action="store_true", help="no U-Net self-attention (digits)")
     train.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    _add_device_argument(train)
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -138,6 +144,7 @@ def build_parser():
                       help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
     samp.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
     _add_sampler_arguments(samp)
+    _add_device_argument(samp)
     samp.add_argument("--out", required=True,
                       help="output .npy file: (N, 2) points, or (N, 1, 8, 8) digits with intensities 0..16")
     samp.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -153,6 +160,7 @@ def build_parser():
                     help="override the run's reverse variance (optimal: estimated from data first, see --var-n)")
     ev.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
     _add_sampler_arguments(ev)
+    _add_device_argument(ev)
     ev.add_argument("--exact-nll", action="store_true",
                     help="also the exact NLL by the probability-flow ODE on the bound's points (swiss roll)")
     ev.add_argument("--json", default=None, help="write the results to this JSON file")
@@ -182,11 +190,11 @@ def _write_atomic(path, write):
         raise
 
 
-def _load_run(run):
+def _load_run(run, device="cpu"):
     if not os.path.isdir(run):
         raise CLIError(f"run folder {run} does not exist; create it with: python -m diffusion_lib train --out {run}")
     try:
-        return load_checkpoint(os.path.join(run, CHECKPOINT))
+        return load_checkpoint(os.path.join(run, CHECKPOINT), device=device)
     except CheckpointError as err:
         raise CLIError(str(err)) from err
 
@@ -236,7 +244,9 @@ def cmd_train(args):
                              lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, max_seconds=args.max_seconds,
                              ema=args.ema, importance_sampling=args.importance_sampling,
                              hidden=tuple(args.hidden), width=args.width, block=args.block,
-                             scale_shift=not args.no_scale_shift, attention=not args.no_attention).validate()
+                             scale_shift=not args.no_scale_shift, attention=not args.no_attention,
+                             device=args.device).validate()
+        resolve_device(config.device)
     except ValueError as err:
         raise CLIError(str(err)) from err
     out = args.out
@@ -285,22 +295,17 @@ def cmd_train(args):
               f"{os.path.join(out, CHECKPOINT)}", file=sys.stderr)
         return 130
     last = sum(v for _, v in log[-100:]) / len(log[-100:])
-    print(f"trained {trainer.step} steps in {seconds:.1f} s, final loss {last:.4f} "
+    print(f"trained {trainer.step} steps in {seconds:.1f} s on {trainer.device.type}, final loss {last:.4f} "
           f"(mean of the last {len(log[-100:])}); saved {os.path.join(out, CHECKPOINT)}")
 
 
 def _variances(ckpt, var, var_n, seed, quiet):
-    """The per-t variances for var "optimal" (None otherwise), estimated on data that no bound is scored on:
-    fresh swiss-roll points, or the digits' training split."""
+    """The per-t variances for var "optimal" (None otherwise), estimated on data that no bound is scored on
+    (the data set's `variance_data`: fresh swiss-roll points, or the digits' training split)."""
     if var != "optimal":
         return None
     cfg = ckpt.config
-    if cfg.data == "digits":
-        from .digits import load_digits
-
-        x_raw = load_digits("train").images[:var_n]
-    else:
-        x_raw = swiss_roll(var_n, cfg.noise, seed=3_000_000 + seed)
+    x_raw = get_data_set(cfg.data).variance_data(var_n, cfg, seed)
     x0 = ckpt.scaling.to_model(torch.as_tensor(x_raw).double()).float()
     return optimal_variance(ckpt.sched, ckpt.model, x0, cfg.prediction, torch.Generator().manual_seed(seed),
                             batch_size=500, progress=not quiet).var
@@ -322,7 +327,8 @@ def _sample(ckpt, n, seed, var, quiet, variances=None, args=None):
     sampler_args = {} if args is None else {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
                                              "eta": args.eta}
     x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
-                    progress=not quiet, data_shape=DATA_SHAPES[cfg.data], variances=variances, **sampler_args)
+                    progress=not quiet, data_shape=get_data_set(cfg.data).data_shape, variances=variances,
+                    **sampler_args)
     if not torch.isfinite(x).all():
         raise CLIError("the sampler produced NaN or inf values: the model is broken; retrain it", code=1)
     return x
@@ -330,17 +336,13 @@ def _sample(ckpt, n, seed, var, quiet, variances=None, args=None):
 
 def cmd_sample(args):
     _check_output(args.out, args.force)
-    ckpt = _load_run(args.run)
+    ckpt = _load_run(args.run, args.device)
     plan = _plan(ckpt, args)
     variances = _variances(ckpt, args.var, args.var_n, args.seed, args.quiet)
     start = time.perf_counter()
     x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances, args)
     seconds = time.perf_counter() - start
-    if ckpt.config.data == "digits":
-        from .digits import quantize
-
-        x = quantize(x)  # the nearest of the 17 intensities
-    x = x.numpy()
+    x = get_data_set(ckpt.config.data).output(x).numpy()  # discrete data: the nearest of its values
     _write_atomic(args.out, lambda f: np.save(f, x))
     print(f"wrote {x.shape[0]} samples (raw data coordinates) to {args.out}: sampler {plan.sampler}, "
           f"{len(plan.timesteps)} steps, {plan.nfe} NFE, {seconds:.2f} s")
@@ -349,44 +351,38 @@ def cmd_sample(args):
 def cmd_evaluate(args):
     if args.json is not None:
         _check_output(args.json, args.force)
-    ckpt = _load_run(args.run)
-    if ckpt.config.data == "digits":
-        if args.exact_nll:
-            raise CLIError("--exact-nll is for the swiss roll: the digits are discrete data, whose likelihood is "
-                           "the bound's (a density would need dequantization)")
-        return _evaluate_digits(args, ckpt)
+    ckpt = _load_run(args.run, args.device)
     cfg, var = ckpt.config, args.var or ckpt.config.var
+    data_set = get_data_set(cfg.data)
+    if args.exact_nll and data_set.decoder != "gaussian":
+        raise CLIError(f"--exact-nll is for continuous data: {cfg.data} is discrete data, whose likelihood is "
+                       "the bound's (a density would need dequantization)")
     plan = _plan(ckpt, args)
     start = time.perf_counter()
     variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
-    samples = _sample(ckpt, args.n, args.seed, var, args.quiet, variances, args)
-    metrics = sample_metrics(samples, cfg.noise, seed=args.seed)
-    x_eval = swiss_roll(args.nll_n, cfg.noise, seed=2_000_000 + args.seed)
+    samples = data_set.output(_sample(ckpt, args.n, args.seed, var, args.quiet, variances, args))
+    x_eval = data_set.held_out(args.nll_n, cfg, args.seed)
     bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction, var,
-                      torch.Generator().manual_seed(args.seed), progress=not args.quiet, variances=variances).summary()
-    exact = {}
-    if args.exact_nll:
-        exact = ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction).summary()
-    # the floor by Monte Carlo over 10x the bound's points (at most 20000: standard error ~0.01 nats)
-    floor, floor_se = swiss_roll_entropy(cfg.noise, n=min(20_000, 10 * args.nll_n))
-    result = {"run": args.run, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss, "prediction": cfg.prediction,
-              "var": var, "train_steps": ckpt.step, **_plan_keys(plan), "n": args.n, "nll_n": args.nll_n,
-              "seed": args.seed, **bound,
-              "entropy_floor": floor, "entropy_floor_se": floor_se, "gap_to_floor": bound["nll_bound"] - floor,
-              **exact, **metrics, "seconds": time.perf_counter() - start}
-    rows = [("NLL bound", f"{bound['nll_bound']:.4f} +- {bound['nll_bound_se']:.4f} nats "
-                          f"({bound['nll_bound_bpd']:.4f} bits/dim)"),
-            ("  L_T", f"{bound['L_T']:.4f} nats"), ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"),
-            ("  L_0", f"{bound['L_0']:.4f} nats (raw coordinates)"),
-            ("entropy floor", f"{floor:.4f} +- {floor_se:.4f} nats"),
-            ("gap to floor", f"{result['gap_to_floor']:.4f} nats"),
-            *([("exact NLL (ODE)", f"{exact['exact_nll']:.4f} +- {exact['exact_nll_se']:.4f} nats (median "
-                                   f"{exact['exact_nll_median']:.4f}, max {exact['exact_nll_max']:.2f})")]
-              if exact else []),
-            ("sampler", f"{plan.sampler}, {len(plan.timesteps)} steps, {plan.nfe} NFE"),
-            ("sliced-W ratio", f"{metrics['sw_ratio']:.3f} (fresh data ~1)"),
-            ("on-roll fraction", f"{metrics['on_roll']:.4f} (fresh data ~0.997)"),
-            ("coverage TV", f"{metrics['coverage']:.4f} (fresh data ~0.014)")]
+                      torch.Generator().manual_seed(args.seed), progress=not args.quiet, decoder=data_set.decoder,
+                      levels=data_set.levels or 256, batch_size=data_set.bound_batch_size,
+                      variances=variances).summary()
+    try:
+        rows, extra = data_set.evaluate(ckpt, samples, x_eval, bound, seed=args.seed, exact_nll=args.exact_nll,
+                                        quiet=args.quiet)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    result = {"run": args.run, "data": cfg.data, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
+              "prediction": cfg.prediction, "var": var, "train_steps": ckpt.step, **_plan_keys(plan), "n": args.n,
+              "nll_n": x_eval.shape[0], "seed": args.seed, **bound, **extra,
+              "seconds": time.perf_counter() - start}
+    unit = "bits/dim" if data_set.decoder == "discretized" else "nats"
+    decoder = f"discretized, {data_set.levels} levels" if data_set.decoder == "discretized" else "raw coordinates"
+    headline = (f"{bound['nll_bound_bpd']:.4f} bits/dim ({bound['nll_bound']:.2f} +- {bound['nll_bound_se']:.2f} "
+                f"nats per example)" if unit == "bits/dim" else
+                f"{bound['nll_bound']:.4f} +- {bound['nll_bound_se']:.4f} nats ({bound['nll_bound_bpd']:.4f} bits/dim)")
+    rows = [("NLL bound", headline), ("  L_T", f"{bound['L_T']:.4f} nats"),
+            ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"), ("  L_0", f"{bound['L_0']:.4f} nats ({decoder})"),
+            ("sampler", f"{plan.sampler}, {len(plan.timesteps)} steps, {plan.nfe} NFE"), *rows]
     return _report(args, rows, result)
 
 
@@ -400,40 +396,6 @@ def _report(args, rows, result):
         _write_atomic(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
         print(f"wrote {args.json}")
     return result
-
-
-def _evaluate_digits(args, ckpt):
-    """Bits per dimension on held-out digits (discretized decoder, 17 levels) and classifier-based quality."""
-    from .digit_quality import classifier_accuracy, digit_quality, train_classifier
-    from .digits import DIGIT_LEVELS, load_digits, quantize
-
-    cfg, var = ckpt.config, args.var or ckpt.config.var
-    start = time.perf_counter()
-    train, test = load_digits("train"), load_digits("test")
-    plan = _plan(ckpt, args)
-    variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
-    samples = quantize(_sample(ckpt, args.n, args.seed, var, args.quiet, variances, args))
-    classifier = train_classifier(train, seed=args.seed)
-    quality = digit_quality(classifier, samples, test, seed=args.seed)
-    bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, test.images[:args.nll_n], cfg.prediction, var,
-                      torch.Generator().manual_seed(args.seed), progress=not args.quiet, decoder="discretized",
-                      levels=DIGIT_LEVELS, batch_size=120, variances=variances).summary()
-    result = {"run": args.run, "data": "digits", "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
-              "var": var, "train_steps": ckpt.step, **_plan_keys(plan), "n": args.n,
-              "nll_n": min(args.nll_n, len(test)), "seed": args.seed,
-              **bound, "classifier_accuracy": classifier_accuracy(classifier, test), **dataclasses.asdict(quality),
-              "seconds": time.perf_counter() - start}
-    rows = [("NLL bound", f"{bound['nll_bound_bpd']:.4f} bits/dim ({bound['nll_bound']:.2f} "
-                          f"+- {bound['nll_bound_se']:.2f} nats per image)"),
-            ("  L_T", f"{bound['L_T']:.4f} nats"), ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"),
-            ("  L_0", f"{bound['L_0']:.4f} nats (discretized, 17 levels)"),
-            ("sampler", f"{plan.sampler}, {len(plan.timesteps)} steps, {plan.nfe} NFE"),
-            ("classifier", f"{result['classifier_accuracy']:.3f} held-out accuracy"),
-            ("class counts", " ".join(str(c) for c in quality.class_counts)),
-            ("class TV", f"{quality.class_tv:.3f} (uniform 0)"),
-            ("confidence", f"{quality.confidence:.3f} (mean top-class probability)"),
-            ("Frechet", f"{quality.frechet:.1f} (real vs real floor {quality.frechet_floor:.1f})")]
-    return _report(args, rows, result)
 
 
 def main(argv=None):

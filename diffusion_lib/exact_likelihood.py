@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import model_device
 from .indexing import check_data
 from .posterior import PREDICTIONS
 
@@ -168,8 +169,10 @@ class _Field:
     def eps_and_div(self, x, t, ab):
         """eps_theta(x, t) and div_x eps_theta (B,), float64; x (B, ...) float64 model coordinates."""
         with torch.enable_grad():
-            xg = x.to(self.dtype).detach().requires_grad_(True)
-            out = self.model(xg, torch.full((x.shape[0],), t, dtype=torch.float64))
+            # the network runs on its device; the integration stays float64 on the CPU
+            device = model_device(self.model)
+            xg = x.to(device=device, dtype=self.dtype).detach().requires_grad_(True)
+            out = self.model(xg, torch.full((x.shape[0],), t, dtype=torch.float64, device=device))
             out = out[0] if isinstance(out, tuple) else out  # a learned-variance model: (prediction, var_interp)
             eps = _eps_from_output(self.sched, out, xg, t, ab, self.prediction)
             flat = eps.reshape(eps.shape[0], -1)
@@ -178,14 +181,14 @@ class _Field:
                 for i in range(flat.shape[1]):
                     # per-example Jacobian diagonal: examples do not interact, so d sum_b eps_bi / dx_bi
                     (g,) = torch.autograd.grad(flat[:, i].sum(), xg, retain_graph=i + 1 < flat.shape[1])
-                    div += g.reshape(g.shape[0], -1)[:, i].double()
+                    div += g.reshape(g.shape[0], -1)[:, i].double().cpu()
             else:
-                v = self.probes.to(self.dtype)
+                v = self.probes.to(device=device, dtype=self.dtype)
                 div = torch.zeros(x.shape[0], dtype=torch.float64)
                 for j in range(v.shape[0]):
                     (g,) = torch.autograd.grad((flat * v[j]).sum(), xg, retain_graph=j + 1 < v.shape[0])
-                    div += (g.reshape(g.shape[0], -1) * v[j]).sum(dim=1).double() / v.shape[0]
-        return eps.detach().double(), div
+                    div += (g.reshape(g.shape[0], -1) * v[j]).sum(dim=1).double().cpu() / v.shape[0]
+        return eps.detach().double().cpu(), div
 
 
 def _rk4(f, y, logdet, a, b, steps):

@@ -23,10 +23,11 @@ def check_t(t, T, batch_size=None):
         t = t.to(torch.int64)
     else:
         raise TypeError(f"t must be an int or an int64 tensor of timesteps, got {type(t).__name__}")
-    if t.numel() and (t.min() < 1 or t.max() > T):
+    t_host = t.cpu()  # read on the CPU: one small copy from a GPU, as any check of values needs
+    if t.numel() and (t_host.min() < 1 or t_host.max() > T):
         raise ValueError(
             f"timesteps must lie in 1..T = 1..{T} (the paper's numbering; 0 is the data x_0), "
-            f"got values in [{int(t.min())}, {int(t.max())}]")
+            f"got values in [{int(t_host.min())}, {int(t_host.max())}]")
     if batch_size is not None and t.ndim == 1 and t.shape[0] != batch_size:
         raise ValueError(f"t has {t.shape[0]} timesteps but the batch has {batch_size} examples")
     return t
@@ -49,9 +50,10 @@ def check_data(name, x, like=None):
 def gather(values, t, x):
     """values[t] broadcast to x: shape (B, 1, ..., 1) for a (B,) t, or a 0-d tensor for an int t.
 
-    values is a float64 (T + 1,) schedule array; the result has x's dtype and device.
+    values is a float64 (T + 1,) schedule array, gathered where it lives (the CPU); only the gathered
+    values move, already in x's dtype (MPS has no float64). The result has x's dtype and device.
     """
-    out = values.to(x.device)[t.to(x.device)].to(x.dtype)
+    out = values[t.to(values.device)].to(device=x.device, dtype=x.dtype)
     if out.ndim == 1:
         out = out.reshape(out.shape[0], *([1] * (x.ndim - 1)))
     return out

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .forward import q_sample
+from .devices import model_device
 from .indexing import check_data
 from .likelihood import sum_flat
 from .posterior import q_posterior
@@ -53,7 +54,8 @@ def optimal_variance(sched, model, x0, prediction="eps", generator=None, batch_s
         raise ValueError("optimal_variance needs at least 2 examples to estimate a mean and its standard error")
     T, n, D = sched.T, x0.shape[0], x0[0].numel()
     mse, se = torch.zeros(T + 1, dtype=torch.float64), torch.zeros(T + 1, dtype=torch.float64)
-    chunks = x0.split(batch_size or n)
+    device = model_device(model)
+    chunks = x0.cpu().split(batch_size or n)  # drawn and scored on the CPU; only the network runs on its device
     ts = range(1, T + 1)
     if progress:
         from tqdm.auto import tqdm
@@ -65,9 +67,9 @@ def optimal_variance(sched, model, x0, prediction="eps", generator=None, batch_s
             eps = torch.randn(chunk.shape, generator=generator, dtype=chunk.dtype)
             t_batch = torch.full((chunk.shape[0],), t, dtype=torch.int64)
             xt = q_sample(sched, chunk, t_batch, eps)
-            step = model_step(sched, model, xt, t_batch, prediction, "fixed_small")
+            step = model_step(sched, model, xt.to(device), t_batch.to(device), prediction, "fixed_small")
             true_mean, _ = q_posterior(sched, chunk.double(), xt.double(), t_batch)
-            errors.append(sum_flat((true_mean - step.mean.double()) ** 2) / D)
+            errors.append(sum_flat((true_mean - step.mean.cpu().double()) ** 2) / D)
         err = torch.cat(errors)
         mse[t], se[t] = err.mean(), err.std() / math.sqrt(n)
     var = sched.beta_tilde + mse

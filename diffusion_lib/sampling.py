@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import model_device
 from .posterior import PREDICTIONS, convert_prediction
 from .respacing import DPM_SOLVER_LAMBDA_MIN, SPACINGS, respaced_schedule, select_timesteps
 from .reverse import check_variance, p_mean_variance, reverse_variance
@@ -323,14 +324,6 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
             x = stepper.step(net, x, t, s, noise)
             yield s, x
     assert net.calls == plan.nfe, (net.calls, plan.nfe)
-
-
-def model_device(model):
-    """The device of a model's parameters (an nn.Module), or the CPU for a plain callable or a parameter-free model."""
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
 
 
 def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, data_shape=(2,),

@@ -8,9 +8,9 @@ of t live in `losses`).
                                                                                  [Ho20, Alg. 1]
 The loss is one of `losses.LOSSES` (simple, vlb, hybrid); t is drawn by `losses.TimestepSampler`
 (uniform, or importance-sampled for the bound). The weights to sample from are an EMA of the trained ones.
-Training works in model coordinates (`data.swiss_roll_scaling` for the roll, `digits.digits_scaling` for
-the 8x8 digits) and keeps that scaling. The network is an MLP for the roll and a U-Net for the digits
-(`build_model`); nothing else depends on the data's shape.
+Everything about the data comes from its plug-in (`data_registry.DataSet`, named by `TrainConfig.data`): the
+scaling to model coordinates (training works in those and keeps the scaling), the seeded training pools and
+the default network (`build_model`: an MLP for the roll, a U-Net for the digits). Nothing here names a data set.
 """
 
 import copy
@@ -20,24 +20,20 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import swiss_roll, swiss_roll_scaling
-from .digits import IMAGE_SHAPE, digits_scaling, load_digits
+from .data_registry import DATASETS, get_data_set
+from .devices import DEVICES, resolve_device
 from .losses import LOSSES, TimestepSampler, training_losses
-from .models import MLP
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
 from .schedules import SCHEDULES, NoiseSchedule, make_schedule
-from .unet import BLOCKS, UNet
-
-DATASETS = ("swiss_roll", "digits")
-DATA_SHAPES = {"swiss_roll": (2,), "digits": IMAGE_SHAPE}
+from .unet import BLOCKS
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; the CLI and the notebooks build one of these."""
 
-    data: str = "swiss_roll"  # the data set (one of DATASETS)
+    data: str = "swiss_roll"  # the data set: a name registered in data_registry.DATASETS (swiss_roll | digits)
     noise: float = 0.5  # data noise: standard deviation around the roll, raw coordinates
     schedule: str = "cosine"  # noise schedule: linear | quadratic | sigmoid | cosine
     T: int = 1000  # number of diffusion steps
@@ -63,6 +59,9 @@ class TrainConfig:
     block: str = "resnet"  # U-Net block: resnet | convnext (digits)
     scale_shift: bool = True  # resnet blocks: time embedding as AdaGN scale and shift, else added (digits)
     attention: bool = True  # U-Net self-attention at the lowest resolution (digits)
+    # where the network trains: cpu | auto (CUDA when available, else the CPU) | cuda | mps. The CLI's --device
+    # defaults to auto; code that calls the network itself must put its inputs on `trainer.device`
+    device: str = "cpu"
 
     def __post_init__(self):
         if self.var is None:
@@ -81,7 +80,7 @@ class TrainConfig:
             self.betas, self.schedule, self.T = tuple(betas.tolist()), "custom", betas.numel()
         elif self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES} (or give betas)")
-        choices = {"data": DATASETS, "loss": LOSSES, "prediction": PREDICTIONS, "var": VARIANCES,
+        choices = {"device": DEVICES, "data": tuple(DATASETS), "loss": LOSSES, "prediction": PREDICTIONS, "var": VARIANCES,
                    "lr_schedule": ("constant", "cosine"), "block": BLOCKS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -121,12 +120,9 @@ def default_variance(loss):
 
 
 def build_model(config):
-    """The untrained network a TrainConfig describes: an MLP for the swiss roll, a U-Net for the digits."""
-    learn_var = config.var == "learned"
-    if config.data == "digits":
-        return UNet(IMAGE_SHAPE[0], config.width, block=config.block, scale_shift=config.scale_shift,
-                    attention=config.attention, learn_var=learn_var)
-    return MLP(2, config.hidden, config.emb_dim, learn_var=learn_var)
+    """The untrained network a TrainConfig describes: its data set's default (an MLP for the swiss roll,
+    a U-Net for the digits)."""
+    return get_data_set(config.data).build_model(config)
 
 
 @dataclass
@@ -160,18 +156,16 @@ class Trainer:
         self.config = config.validate()
         self.progress = progress
         self.sched = config.noise_schedule()
-        if config.data == "digits":
-            self.scaling = digits_scaling()
-            self._digits = self.scaling.to_model(load_digits("train").images).float()
-        else:
-            self.scaling = swiss_roll_scaling(config.noise)
-        self.data_shape = DATA_SHAPES[config.data]
+        self.data_set = get_data_set(config.data)
+        self.scaling = self.data_set.scaling(config)
+        self.data_shape = self.data_set.data_shape
         if model is None:
             # the initial weights come from the seed; fork_rng leaves the caller's global generator untouched
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
                 model = build_model(config)
-        self.model = model
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
         self.ema_model = copy.deepcopy(self.model).requires_grad_(False) if config.ema > 0 else None
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, foreach=True)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -186,28 +180,21 @@ class Trainer:
     def data_pool(self, round):
         """The examples of pool `round` (0, 1, ...), in model coordinates (float32), in the order drawn.
 
-        Swiss roll: 2^16 fresh points per round, so the net keeps seeing new data. Digits: the training
-        split shuffled, one epoch (or more, for batches larger than the split) per round. Both are seeded
-        by (seed * 1_000_003 + round), so a run reproduces and a notebook can look at what was trained on.
+        The data set's `training_pool` (swiss roll: 2^16 fresh points; digits: the training split shuffled),
+        seeded by (seed, round), so a run reproduces and a notebook can look at what was trained on.
         """
-        cfg = self.config
-        seed = (cfg.seed * 1_000_003 + round) % 2 ** 32
-        if cfg.data == "swiss_roll":
-            return self.scaling.to_model(swiss_roll(max(2 ** 16, cfg.batch_size), cfg.noise, seed=seed)).float()
-        generator = torch.Generator().manual_seed(seed)
-        n = self._digits.shape[0]
-        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-cfg.batch_size // n))])
-        return self._digits[order]
+        return self.scaling.to_model(self.data_set.training_pool(self.config, round)).float()
 
     def next_batch(self):
-        """The next batch of training examples in model coordinates (float32), from the seeded pools."""
+        """The next batch of training examples in model coordinates (float32), from the seeded pools, on
+        the model's device."""
         n = self.config.batch_size
         if self._pool is None or self._pool_pos + n > self._pool.shape[0]:
             self._pool = self.data_pool(self._pool_round)
             self._pool_pos, self._pool_round = 0, self._pool_round + 1
         batch = self._pool[self._pool_pos:self._pool_pos + n]
         self._pool_pos += n
-        return batch
+        return batch.to(self.device)
 
     def lr_at(self, progress):
         """The learning rate at training progress in [0, 1] (after warm-up)."""
@@ -220,10 +207,12 @@ class Trainer:
         """One step of Algorithm 1; returns (batch loss, learning rate used), or raises NonFiniteLossError."""
         cfg = self.config
         x0 = self.next_batch()
+        # t and eps are drawn on the CPU from the seeded generator, then moved: a seed means the same run anywhere
         t, weights = self.t_sampler.sample(x0.shape[0], self.generator)
-        eps = torch.randn(x0.shape, generator=self.generator)
+        t = t.to(self.device)
+        eps = torch.randn(x0.shape, generator=self.generator).to(self.device)
         losses, terms = training_losses(self.sched, self.model, x0, t, eps, cfg.loss, cfg.prediction, cfg.var)
-        loss = (losses * weights.to(losses.dtype)).mean()
+        loss = (losses * weights.to(device=losses.device, dtype=losses.dtype)).mean()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLossError(self.step + 1, value)

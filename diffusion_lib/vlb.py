@@ -13,6 +13,7 @@ import torch
 
 from .exact_likelihood import alpha_bar_at
 from .forward import q_sample
+from .devices import model_device
 from .indexing import check_data
 from .likelihood import prior_kl, vlb_term
 from .reverse import p_mean_variance
@@ -72,7 +73,6 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
     (float64, nats). variances: the (T + 1,) per-t variances for var_type="optimal".
     """
     from .reverse import check_variance
-
     check_data("x0", x0)
     check_variance(var_type, variances)
     steps = torch.empty(sched.T, x0.shape[0], dtype=torch.float64)
@@ -81,12 +81,16 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
         from tqdm.auto import tqdm
 
         ts = tqdm(ts, desc="bound over t", leave=False)
+    device = model_device(model)
+    x0 = x0.cpu()
     for t in ts:
+        # eps on the CPU from the generator (the same draws on every device); the network runs on its device,
+        # the bound's float64 arithmetic on the CPU (MPS has no float64)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t_batch = torch.full((x0.shape[0],), t, dtype=torch.int64)
         xt = q_sample(sched, x0, t_batch, eps)
-        step = model_step(sched, model, xt, t_batch, prediction, var_type, variances)
-        steps[t - 1] = vlb_term(sched, x0, xt, t_batch, step.mean, step.log_var, decoder, levels)
+        step = model_step(sched, model, xt.to(device), t_batch.to(device), prediction, var_type, variances)
+        steps[t - 1] = vlb_term(sched, x0, xt, t_batch, step.mean.cpu(), step.log_var.cpu(), decoder, levels)
     return BoundTerms(prior=prior_kl(sched, x0), steps=steps)
 
 

@@ -68,7 +68,7 @@ def test_digits_train_sample_evaluate(tmp_path):
     assert sum(result["class_counts"]) == 20 and result["classifier_accuracy"] > 0.9
     assert result["frechet_floor"] > 0 and "bits/dim" in res.stdout and "Frechet" in res.stdout
     res = run_cli("evaluate", "--run", str(run), "--exact-nll", "--quiet")
-    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--exact-nll is for the swiss roll" in res.stderr
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--exact-nll is for continuous data" in res.stderr
 
 
 def test_evaluate_exact_nll(run_dir, tmp_path, capsys):
