@@ -77,6 +77,7 @@ from .sampling import (
     step_coefficients,
 )
 from .training import NonFiniteLossError, TrainConfig, Trainer, TrainRecord, default_variance
+from .scorecard import Evaluation, evaluate, variances_for
 # the optimal denoiser and the floor of the loss; which steps fast samplers visit
 from .optimal import (
     IrreducibleLoss,
@@ -103,6 +104,7 @@ from .respacing import (
 # images: the 8x8 digits, a small U-Net, and a classifier to judge generated digits
 from .digits import DIGIT_LEVELS, Digits, digits_scaling, independent_pixel_nll, load_digits, quantize
 from .unet import UNet
+from .guidance import Guided, guided
 from .digit_quality import DigitQuality, classifier_accuracy, digit_quality, frechet_distance, train_classifier
 
 __version__ = "0.1.0"

@@ -40,6 +40,11 @@ class Checkpoint:
     scaling: AffineScaling
     step: int  # optimiser steps the weights have seen
 
+    @property
+    def sampling_model(self):
+        """The weights to sample from (the name a Trainer uses too)."""
+        return self.model
+
 
 def save_checkpoint(path, model, config, scaling, sched, step):
     """Write the checkpoint atomically (temporary file + os.replace) and return its path."""

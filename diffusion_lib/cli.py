@@ -32,12 +32,11 @@ import torch
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data_registry import DATASETS, get_data_set
 from .devices import DEVICES, resolve_device
-from .evaluation import nll_bound
-from .optimal_variance import optimal_variance
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
 from .respacing import SPACINGS
 from .sampling import SAMPLERS, sample_data, sampling_plan
+from .scorecard import evaluate, variances_for
 from .schedules import SCHEDULES
 from .training import LOSSES, NonFiniteLossError, TrainConfig, Trainer
 from .unet import BLOCKS
@@ -73,6 +72,8 @@ def _checked(convert, valid, expected):
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a positive number")
 _ema_decay = _checked(float, lambda v: 0 <= v < 1, "a decay in [0, 1)")
+_probability = _checked(float, lambda v: 0 < v < 1, "a probability in (0, 1)")
+_non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 
 
 def _eta(text):
@@ -131,6 +132,10 @@ def build_parser():
     train.add_argument("--no-scale-shift", action="store_true",
                        help="add the time embedding instead of AdaGN scale-shift (digits, resnet blocks)")
     train.add_argument("--no-attention", action="store_true", help="no U-Net self-attention (digits)")
+    train.add_argument("--conditional", action="store_true",
+                       help="train on the class labels for classifier-free guidance (data sets with classes: digits)")
+    train.add_argument("--label-drop", type=_probability, default=DEFAULTS.label_drop,
+                       help="with --conditional: the rate at which a label is replaced by the null label")
     train.add_argument("--seed", type=int, default=DEFAULTS.seed)
     _add_device_argument(train)
     train.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -145,6 +150,10 @@ def build_parser():
     samp.add_argument("--var-n", type=_positive_int, default=VAR_N, help="data examples for --var optimal")
     _add_sampler_arguments(samp)
     _add_device_argument(samp)
+    samp.add_argument("--label", type=int, default=None,
+                      help="the class to draw (a --conditional run); without it, the unconditional model")
+    samp.add_argument("--guidance", type=_non_negative_float, default=0.0,
+                      help="classifier-free guidance weight w >= 0 with --label (0: the plain conditional model)")
     samp.add_argument("--out", required=True,
                       help="output .npy file: (N, 2) points, or (N, 1, 8, 8) digits with intensities 0..16")
     samp.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -245,7 +254,8 @@ def cmd_train(args):
                              ema=args.ema, importance_sampling=args.importance_sampling,
                              hidden=tuple(args.hidden), width=args.width, block=args.block,
                              scale_shift=not args.no_scale_shift, attention=not args.no_attention,
-                             device=args.device).validate()
+                             device=args.device, conditional=args.conditional,
+                             label_drop=args.label_drop).validate()
         resolve_device(config.device)
     except ValueError as err:
         raise CLIError(str(err)) from err
@@ -299,18 +309,6 @@ def cmd_train(args):
           f"(mean of the last {len(log[-100:])}); saved {os.path.join(out, CHECKPOINT)}")
 
 
-def _variances(ckpt, var, var_n, seed, quiet):
-    """The per-t variances for var "optimal" (None otherwise), estimated on data that no bound is scored on
-    (the data set's `variance_data`: fresh swiss-roll points, or the digits' training split)."""
-    if var != "optimal":
-        return None
-    cfg = ckpt.config
-    x_raw = get_data_set(cfg.data).variance_data(var_n, cfg, seed)
-    x0 = ckpt.scaling.to_model(torch.as_tensor(x_raw).double()).float()
-    return optimal_variance(ckpt.sched, ckpt.model, x0, cfg.prediction, torch.Generator().manual_seed(seed),
-                            batch_size=500, progress=not quiet).var
-
-
 def _plan(ckpt, args):
     """The sampler's plan for this run (its timesteps and NFE), with a one-line error for bad --steps/--eta."""
     if args.eta is not None and args.sampler != "ddim":
@@ -325,10 +323,14 @@ def _sample(ckpt, n, seed, var, quiet, variances=None, args=None):
     cfg = ckpt.config
     generator = torch.Generator().manual_seed(seed)
     sampler_args = {} if args is None else {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
-                                             "eta": args.eta}
-    x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
-                    progress=not quiet, data_shape=get_data_set(cfg.data).data_shape, variances=variances,
-                    **sampler_args)
+                                             "eta": args.eta, "label": getattr(args, "label", None),
+                                             "guidance": getattr(args, "guidance", 0.0)}
+    try:
+        x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
+                        progress=not quiet, data_shape=get_data_set(cfg.data).data_shape, variances=variances,
+                        **sampler_args)
+    except ValueError as err:  # a label for an unconditional run, a class out of range, guidance without a label
+        raise CLIError(str(err)) from None
     if not torch.isfinite(x).all():
         raise CLIError("the sampler produced NaN or inf values: the model is broken; retrain it", code=1)
     return x
@@ -338,7 +340,7 @@ def cmd_sample(args):
     _check_output(args.out, args.force)
     ckpt = _load_run(args.run, args.device)
     plan = _plan(ckpt, args)
-    variances = _variances(ckpt, args.var, args.var_n, args.seed, args.quiet)
+    variances = variances_for(ckpt, args.var, args.var_n, args.seed, progress=not args.quiet)
     start = time.perf_counter()
     x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances, args)
     seconds = time.perf_counter() - start
@@ -352,42 +354,16 @@ def cmd_evaluate(args):
     if args.json is not None:
         _check_output(args.json, args.force)
     ckpt = _load_run(args.run, args.device)
-    cfg, var = ckpt.config, args.var or ckpt.config.var
-    data_set = get_data_set(cfg.data)
-    if args.exact_nll and data_set.decoder != "gaussian":
-        raise CLIError(f"--exact-nll is for continuous data: {cfg.data} is discrete data, whose likelihood is "
-                       "the bound's (a density would need dequantization)")
-    plan = _plan(ckpt, args)
-    start = time.perf_counter()
-    variances = _variances(ckpt, var, args.var_n, args.seed, args.quiet)
-    samples = data_set.output(_sample(ckpt, args.n, args.seed, var, args.quiet, variances, args))
-    x_eval = data_set.held_out(args.nll_n, cfg, args.seed)
-    bound = nll_bound(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, cfg.prediction, var,
-                      torch.Generator().manual_seed(args.seed), progress=not args.quiet, decoder=data_set.decoder,
-                      levels=data_set.levels or 256, batch_size=data_set.bound_batch_size,
-                      variances=variances).summary()
+    _plan(ckpt, args)  # a one-line error for bad --steps or --eta before any work
     try:
-        rows, extra = data_set.evaluate(ckpt, samples, x_eval, bound, seed=args.seed, exact_nll=args.exact_nll,
-                                        quiet=args.quiet)
+        evaluation = evaluate(ckpt, n=args.n, nll_n=args.nll_n, seed=args.seed, var=args.var, var_n=args.var_n,
+                              sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta,
+                              exact_nll=args.exact_nll, progress=not args.quiet)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    result = {"run": args.run, "data": cfg.data, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
-              "prediction": cfg.prediction, "var": var, "train_steps": ckpt.step, **_plan_keys(plan), "n": args.n,
-              "nll_n": x_eval.shape[0], "seed": args.seed, **bound, **extra,
-              "seconds": time.perf_counter() - start}
-    unit = "bits/dim" if data_set.decoder == "discretized" else "nats"
-    decoder = f"discretized, {data_set.levels} levels" if data_set.decoder == "discretized" else "raw coordinates"
-    headline = (f"{bound['nll_bound_bpd']:.4f} bits/dim ({bound['nll_bound']:.2f} +- {bound['nll_bound_se']:.2f} "
-                f"nats per example)" if unit == "bits/dim" else
-                f"{bound['nll_bound']:.4f} +- {bound['nll_bound_se']:.4f} nats ({bound['nll_bound_bpd']:.4f} bits/dim)")
-    rows = [("NLL bound", headline), ("  L_T", f"{bound['L_T']:.4f} nats"),
-            ("  sum L_{t-1}", f"{bound['sum_L_t_minus_1']:.4f} nats"), ("  L_0", f"{bound['L_0']:.4f} nats ({decoder})"),
-            ("sampler", f"{plan.sampler}, {len(plan.timesteps)} steps, {plan.nfe} NFE"), *rows]
-    return _report(args, rows, result)
-
-
-def _plan_keys(plan):
-    return {"sampler": plan.sampler, "steps": len(plan.timesteps), "nfe": plan.nfe, "spacing": plan.spacing}
+    except FloatingPointError as err:
+        raise CLIError(str(err), code=1) from None
+    return _report(args, evaluation.rows, {"run": args.run, **evaluation.result})
 
 
 def _report(args, rows, result):

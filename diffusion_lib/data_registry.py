@@ -26,6 +26,7 @@ class DataSet:
     decoder = "gaussian"  # L_0: "gaussian" (continuous data, a density) or "discretized" over `levels` values
     levels = None  # the number of values per coordinate of discrete data (its decoder's bins)
     bound_batch_size = None  # examples per chunk of the bound (None: all at once)
+    num_classes = None  # the number of class labels, for data sets that have them (conditional training)
 
     def scaling(self, config):
         """The fixed AffineScaling from raw data to the model's coordinates (the same in every run)."""
@@ -33,7 +34,8 @@ class DataSet:
 
     def training_pool(self, config, round):
         """Raw training examples for pool `round` (0, 1, ...), seeded by (config.seed, round), in the order to
-        train on; the trainer takes its batches from consecutive pools."""
+        train on; the trainer takes its batches from consecutive pools. A data set with classes returns
+        (examples, labels (N,) int64)."""
         raise NotImplementedError
 
     def held_out(self, n, config, seed):
@@ -54,8 +56,9 @@ class DataSet:
         """Samples in raw coordinates as `sample` writes them (discrete data: rounded to its values)."""
         return x_raw
 
-    def evaluate(self, ckpt, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
-        """(rows, result): lines to print and JSON entries beyond the bound's, for samples and the bound's data."""
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
+        """(rows, result): lines to print and JSON entries beyond the bound's (`scorecard.evaluate`), for raw
+        samples, the bound's held-out examples x_eval and its summary; run is a Trainer or a Checkpoint."""
         if exact_nll:
             raise ValueError(f"--exact-nll is not available for the data set {self.name!r}")
         mean_gap = (samples.mean(dim=0) - x_eval.mean(dim=0)).abs().max().item()
@@ -107,14 +110,14 @@ class SwissRollData(DataSet):
 
         return swiss_roll(n, config.noise, seed=3_000_000 + seed)
 
-    def evaluate(self, ckpt, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
         from .density import swiss_roll_entropy
         from .evaluation import sample_metrics
         from .exact_likelihood import ode_nll
 
-        noise = ckpt.config.noise
+        noise = run.config.noise
         metrics = sample_metrics(samples, noise, seed=seed)
-        exact = ode_nll(ckpt.sched, ckpt.model, ckpt.scaling, x_eval, ckpt.config.prediction).summary() \
+        exact = ode_nll(run.sched, run.sampling_model, run.scaling, x_eval, run.config.prediction).summary() \
             if exact_nll else {}
         # the floor by Monte Carlo over 10x the bound's points (at most 20000: standard error ~0.01 nats)
         floor, floor_se = swiss_roll_entropy(noise, n=min(20_000, 10 * x_eval.shape[0]))
@@ -135,7 +138,7 @@ class DigitsData(DataSet):
     """scikit-learn's 8x8 digits (`digits.load_digits`): 17 intensity levels, a U-Net, a classifier's judgement."""
 
     name, data_shape, decoder, bound_batch_size = "digits", (1, 8, 8), "discretized", 120
-    levels = 17
+    levels, num_classes = 17, 10
 
     def scaling(self, config):
         from .digits import digits_scaling
@@ -147,10 +150,11 @@ class DigitsData(DataSet):
 
     def training_pool(self, config, round):
         # the training split shuffled: one epoch (or more, for batches larger than the split) per round
-        images = self._split("train").images
+        train = self._split("train")
         generator = torch.Generator().manual_seed(_pool_seed(config, round))
-        n = images.shape[0]
-        return images[torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-config.batch_size // n))])]
+        n = len(train)
+        order = torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-config.batch_size // n))])
+        return train.images[order], train.labels[order]
 
     def held_out(self, n, config, seed):
         return self._split("test").images[:n]
@@ -162,14 +166,15 @@ class DigitsData(DataSet):
         from .unet import UNet
 
         return UNet(self.data_shape[0], config.width, block=config.block, scale_shift=config.scale_shift,
-                    attention=config.attention, learn_var=config.var == "learned")
+                    attention=config.attention, learn_var=config.var == "learned",
+                    num_classes=self.num_classes if config.conditional else None)
 
     def output(self, x_raw):
         from .digits import quantize
 
         return quantize(x_raw)  # the nearest of the 17 intensities
 
-    def evaluate(self, ckpt, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
         from .digit_quality import classifier_accuracy, digit_quality, train_classifier
 
         if exact_nll:

@@ -71,7 +71,7 @@ class NLLBound:
                 "L_0": float(self.decoder.mean())}
 
 
-def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_small", generator=None,
+def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_small", generator=None, *,
               progress=False, decoder="gaussian", levels=256, batch_size=None, variances=None):
     """The bound on -log p(x) for raw data x_raw (N, ...), over every t (not one random t): an NLLBound.
 
@@ -83,7 +83,8 @@ def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_sm
     """
     x0 = scaling.to_model(torch.as_tensor(x_raw).double()).float()
     chunks = x0.split(batch_size or max(x0.shape[0], 1))
-    parts = [bound_terms(sched, model, chunk, prediction, var_type, decoder, generator, progress, levels, variances)
+    parts = [bound_terms(sched, model, chunk, prediction, var_type, decoder, generator, progress=progress,
+                         levels=levels, variances=variances)
              for chunk in chunks]
     terms = BoundTerms(prior=torch.cat([p.prior for p in parts]), steps=torch.cat([p.steps for p in parts], dim=1))
     D = x0[0].numel()

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from .devices import model_device
+from .guidance import guided
 from .posterior import PREDICTIONS, convert_prediction
 from .respacing import DPM_SOLVER_LAMBDA_MIN, SPACINGS, respaced_schedule, select_timesteps
 from .reverse import check_variance, p_mean_variance, reverse_variance
@@ -278,9 +279,9 @@ class _DPMSolver(_ODE):
 _STEPPERS = {"ancestral": _Ancestral, "ddim": _DDIM, "euler": _Euler, "heun": _Heun, "dpm_solver": _DPMSolver}
 
 
-def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, data_shape=(2,),
+def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, *, data_shape=(2,),
                 x_T=None, progress=False, variances=None, sampler="ancestral", steps=None, spacing=None, eta=None,
-                lambda_min="auto"):
+                lambda_min="auto", label=None, guidance=0.0):
     """Every sampler as one generator: yields (t, x_t) for the visited t = t_K, ..., t_1 and finally (0, x_0).
 
     Args: model a callable model(xt, t) (see `vlb.model_step`); n the number of samples; prediction one of
@@ -288,7 +289,9 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     learned variance's var_interp); generator a torch.Generator for x_{t_K} and every z (same state, same samples);
     x_T optional start (n, *data_shape); variances the (T + 1,) per-t variances for var_type="optimal";
     sampler one of SAMPLERS; steps the number of visited steps (None: every step); spacing one of
-    respacing.SPACINGS (None: the sampler's default); eta DDIM's noise in [0, 1]; lambda_min see `sampling_plan`.
+    respacing.SPACINGS (None: the sampler's default); eta DDIM's noise in [0, 1]; lambda_min see `sampling_plan`;
+    label a class (int, or (n,) labels) for a class-conditional network, sampled with classifier-free guidance of
+    weight `guidance` (0: the conditional model; see `guidance.guided`); no label: the unconditional (null) path.
     With steps=None and the defaults this is Algorithm 2 [Ho20], draw for draw.
     Yields: (t, x_t) with x_t a float32 (n, *data_shape) tensor in model coordinates on the model's device
     (`model_device`; the noise is drawn on the CPU and moved, so a seed gives the same samples everywhere),
@@ -297,6 +300,10 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
     check_variance(var_type, variances)
+    if label is not None:
+        model = guided(model, label, guidance)
+    elif guidance:
+        raise ValueError("guidance steers towards a class: give a label as well")
     plan = sampling_plan(sched, sampler, steps, spacing, lambda_min)
     if sched.alpha_bar[plan.timesteps[0]] == 0:  # zero terminal SNR [Lin24]: x_T carries no signal at all
         if prediction == "eps":
@@ -326,23 +333,23 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     assert net.calls == plan.nfe, (net.calls, plan.nfe)
 
 
-def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, data_shape=(2,),
+def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, *, data_shape=(2,),
            progress=False, variances=None, x_T=None, **sampler_args):
     """x_0 from `sample_loop` (Algorithm 2 by default): a float32 (n, *data_shape) tensor in model coordinates.
 
-    sampler_args: sampler, steps, spacing, eta, lambda_min (see `sample_loop`).
+    sampler_args: sampler, steps, spacing, eta, lambda_min, label, guidance (see `sample_loop`).
     """
-    for _, x in sample_loop(sched, model, n, prediction, var_type, generator, data_shape, x_T, progress, variances,
-                            **sampler_args):
+    for _, x in sample_loop(sched, model, n, prediction, var_type, generator, data_shape=data_shape, x_T=x_T,
+                            progress=progress, variances=variances, **sampler_args):
         pass
     return x
 
 
-def sample_data(sched, model, scaling, n, prediction="eps", var_type="fixed_small", generator=None,
+def sample_data(sched, model, scaling, n, prediction="eps", var_type="fixed_small", generator=None, *,
                 progress=False, data_shape=(2,), variances=None, x_T=None, **sampler_args):
     """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, *data_shape), on the CPU."""
-    x0 = sample(sched, model, n, prediction, var_type, generator, data_shape, progress, variances, x_T,
-                **sampler_args)
+    x0 = sample(sched, model, n, prediction, var_type, generator, data_shape=data_shape, progress=progress,
+                variances=variances, x_T=x_T, **sampler_args)
     return scaling.to_data(x0.cpu().double())
 
 

@@ -62,6 +62,10 @@ class TrainConfig:
     # where the network trains: cpu | auto (CUDA when available, else the CPU) | cuda | mps. The CLI's --device
     # defaults to auto; code that calls the network itself must put its inputs on `trainer.device`
     device: str = "cpu"
+    # classifier-free guidance [HS22]: train on class labels (data sets with classes: digits), each replaced by
+    # the null label with probability label_drop, so one network is both conditional and unconditional
+    conditional: bool = False
+    label_drop: float = 0.1
 
     def __post_init__(self):
         if self.var is None:
@@ -97,6 +101,11 @@ class TrainConfig:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds!r}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be a decay in [0, 1), got {self.ema!r}")
+        if self.conditional and get_data_set(self.data).num_classes is None:
+            raise ValueError(f"conditional training needs class labels, and the data {self.data!r} has none")
+        if self.conditional and not 0 < self.label_drop < 1:
+            raise ValueError(f"label_drop must be a probability in (0, 1) (the unconditional model learns from the "
+                             f"dropped labels), got {self.label_drop!r}")
         if self.importance_sampling and self.loss != "vlb":
             raise ValueError("importance_sampling applies to the 'vlb' loss only")
         if self.var == "learned" and self.loss == "simple":
@@ -171,7 +180,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.t_sampler = TimestepSampler(config.T, importance=config.importance_sampling)
         self.step = 0
-        self._pool, self._pool_pos, self._pool_round = None, 0, 0
+        self._pool, self._pool_labels, self._pool_pos, self._pool_round = None, None, 0, 0
+        self.batch_labels = None  # the class labels of the last batch (conditional training), null label for dropped
 
     @property
     def sampling_model(self):
@@ -183,16 +193,24 @@ class Trainer:
         The data set's `training_pool` (swiss roll: 2^16 fresh points; digits: the training split shuffled),
         seeded by (seed, round), so a run reproduces and a notebook can look at what was trained on.
         """
-        return self.scaling.to_model(self.data_set.training_pool(self.config, round)).float()
+        return self._labelled_pool(round)[0]
+
+    def _labelled_pool(self, round):
+        """(examples in model coordinates, labels (N,) int64 or None) of pool `round`."""
+        pool = self.data_set.training_pool(self.config, round)
+        examples, labels = pool if isinstance(pool, tuple) else (pool, None)
+        return self.scaling.to_model(examples).float(), labels
 
     def next_batch(self):
         """The next batch of training examples in model coordinates (float32), from the seeded pools, on
         the model's device."""
         n = self.config.batch_size
         if self._pool is None or self._pool_pos + n > self._pool.shape[0]:
-            self._pool = self.data_pool(self._pool_round)
+            self._pool, self._pool_labels = self._labelled_pool(self._pool_round)
             self._pool_pos, self._pool_round = 0, self._pool_round + 1
         batch = self._pool[self._pool_pos:self._pool_pos + n]
+        if self._pool_labels is not None:
+            self.batch_labels = self._pool_labels[self._pool_pos:self._pool_pos + n]
         self._pool_pos += n
         return batch.to(self.device)
 
@@ -211,7 +229,16 @@ class Trainer:
         t, weights = self.t_sampler.sample(x0.shape[0], self.generator)
         t = t.to(self.device)
         eps = torch.randn(x0.shape, generator=self.generator).to(self.device)
-        losses, terms = training_losses(self.sched, self.model, x0, t, eps, cfg.loss, cfg.prediction, cfg.var)
+        model = self.model
+        if cfg.conditional:
+            # each label becomes the null label (index num_classes) with probability label_drop [HS22, Alg. 1]
+            drop = torch.rand(x0.shape[0], generator=self.generator) < cfg.label_drop
+            labels = torch.where(drop, self.data_set.num_classes, self.batch_labels).to(self.device)
+            self.batch_labels = labels
+
+            def model(xt, t):
+                return self.model(xt, t, labels)
+        losses, terms = training_losses(self.sched, model, x0, t, eps, cfg.loss, cfg.prediction, cfg.var)
         loss = (losses * weights.to(device=losses.device, dtype=losses.dtype)).mean()
         value = float(loss.detach())
         if not math.isfinite(value):

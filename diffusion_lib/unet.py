@@ -4,13 +4,16 @@ Contents: `BLOCKS`, `TimeEmbedding`, `ResnetBlock`, `ConvNextBlock`, `SelfAttent
 `Upsample`, `UNet`.
 
 It is a `model(xt, t)` callable like `models.MLP` (see `vlb.model_step`): the same schedules, losses,
-sampler and bound work on it unchanged. The parts:
+sampler and bound work on it unchanged. With num_classes it also takes a class label, `model(xt, t, label)`
+(`guidance.guided` fixes the label for the sampler); a missing label is the null label. The parts:
   - `TimeEmbedding`: the sinusoidal embedding of t [Ho20, Sec. 4; Va17] and an MLP.
   - `ResnetBlock`: GroupNorm, SiLU, 3x3 conv twice, a residual path; the time embedding is added to
     the feature map [Ho20, App. B], or with scale_shift it sets a per-channel scale and shift after the
     second GroupNorm: AdaGN(h, e) = (1 + scale(e)) GroupNorm(h) + shift(e) [ND21, Sec. 3; DN21, Sec. 3.2].
   - `ConvNextBlock`: a 7x7 depthwise conv, the time embedding added, a one-group norm and an inverted
     bottleneck of 3x3 convs with GELU [Liu22], as in the Annotated Diffusion Model.
+  - the class label (with num_classes): an embedding of num_classes + 1 rows, the last one the null label,
+    added to the time embedding [HS22, Sec. 3.2]; zero-initialised, so training starts unconditional.
   - `SelfAttention`: multi-head attention over the pixels of the lowest resolution [Ho20, App. B].
   - `Downsample` (3x3 conv, stride 2) and `Upsample` (nearest x2, 3x3 conv); skip connections from
     every down block to the up block at the same resolution [Ro15].
@@ -144,11 +147,12 @@ class UNet(nn.Module):
 
     Args: channels C of the images; width the base number of channels (a config value); mults the
     channel multiplier per resolution; block "resnet" or "convnext"; scale_shift AdaGN in resnet blocks;
-    attention self-attention in the middle; learn_var whether to return (prediction, r).
+    attention self-attention in the middle; learn_var whether to return (prediction, r); num_classes the
+    number of class labels 0..num_classes-1 it can be given (None: unconditional), label num_classes is null.
     """
 
     def __init__(self, channels=1, width=32, mults=(1, 2, 2), block="resnet", scale_shift=True, attention=True,
-                 learn_var=False, groups=8):
+                 learn_var=False, groups=8, num_classes=None):
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"unknown block {block!r}; choose one of {BLOCKS}")
@@ -164,6 +168,12 @@ class UNet(nn.Module):
 
         widths = [self.width * m for m in self.mults]
         self.time = TimeEmbedding(self.width + self.width % 2, emb_dim)
+        self.num_classes = num_classes
+        if num_classes is not None:
+            if int(num_classes) < 1:
+                raise ValueError(f"num_classes must be a positive number of classes, got {num_classes!r}")
+            self.label = nn.Embedding(int(num_classes) + 1, emb_dim)
+            nn.init.zeros_(self.label.weight)
         self.stem = nn.Conv2d(channels, self.width, 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         prev = self.width
@@ -184,13 +194,20 @@ class UNet(nn.Module):
         if learn_var:
             zero_variance_head_(self.head[-1], channels)
 
-    def forward(self, xt, t):
-        """xt (B, C, H, W), t (B,) int64 -> prediction (B, C, H, W), or (prediction, r) with learn_var."""
+    def forward(self, xt, t, label=None):
+        """xt (B, C, H, W), t (B,) int64, label (B,) int64 in 0..num_classes (num_classes: the null label; None:
+        all null) -> prediction (B, C, H, W), or (prediction, r) with learn_var."""
         factor = 2 ** (len(self.mults) - 1)
         if xt.ndim != 4 or xt.shape[1] != self.channels or xt.shape[2] % factor or xt.shape[3] % factor:
             raise ValueError(f"UNet takes (B, {self.channels}, H, W) with H, W divisible by {factor}, "
                              f"got shape {tuple(xt.shape)}")
         emb = self.time(t)
+        if label is not None and self.num_classes is None:
+            raise ValueError("this UNet is unconditional (num_classes=None): it takes no class label")
+        if self.num_classes is not None:
+            if label is None:
+                label = torch.full((xt.shape[0],), self.num_classes, dtype=torch.int64, device=xt.device)
+            emb = emb + self.label(label)
         h, skips = self.stem(xt), []
         for block, down in zip(self.down, self.downsample):
             h = block(h, emb)

@@ -65,7 +65,7 @@ class BoundTerms:
 
 @torch.no_grad()
 def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", decoder="gaussian",
-                generator=None, progress=False, levels=256, variances=None):
+                generator=None, *, progress=False, levels=256, variances=None):
     """Every term of the bound for each example, one x_t ~ q(x_t | x_0) per example and step.
 
     Unlike the training loss (one random t per example) this visits all t = 1..T, so it is the

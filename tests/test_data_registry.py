@@ -83,7 +83,8 @@ def test_the_built_in_data_sets_keep_their_pools():
     config = dl.TrainConfig(seed=1)
     assert torch.equal(roll.training_pool(config, 2), dl.swiss_roll(2 ** 16, 0.5, seed=1_000_003 + 2))
     digits = dl.get_data_set("digits")
-    pool = digits.training_pool(dl.TrainConfig(data="digits", batch_size=128), 0)
+    pool, labels = digits.training_pool(dl.TrainConfig(data="digits", batch_size=128), 0)
     train = dl.load_digits("train").images
+    assert torch.equal(labels.bincount(), dl.load_digits("train").labels.bincount())
     assert pool.shape == train.shape and torch.equal(pool.sort(dim=0).values, train.sort(dim=0).values)
     assert not torch.equal(pool, train)
