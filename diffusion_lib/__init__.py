@@ -8,7 +8,8 @@ Timesteps are the paper's t = 1..T everywhere; x_0 is data. See README.md for th
 ([Ho20], [ND21], ...) cited in the docstrings.
 """
 
-from .data import TAU_RANGE, AffineScaling, roll_curve, swiss_roll, swiss_roll_scaling
+from .roll import TAU_RANGE, roll_curve, swiss_roll, swiss_roll_scaling
+from .scaling import AffineScaling
 from .diagnostics import PriorSummary, first_step_below, prior_table, summarize_prior
 from .forward import q_chain, q_marginal, q_sample, q_step
 from .likelihood import (
@@ -37,7 +38,7 @@ from .posterior import (
     x0_from_mu,
     x0_from_v,
 )
-from .reverse import VARIANCES, ReverseStep, p_mean_variance, reverse_variance
+from .reverse import VARIANCES, ReverseStep, model_step, p_mean_variance, reverse_variance
 from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule, rescale_zero_terminal_snr
 from .vlb import (
     BoundTerms,
@@ -46,13 +47,12 @@ from .vlb import (
     gaussian_data_denoiser,
     gaussian_entropy,
     gaussian_optimal_variance,
-    model_step,
 )
 # the reverse process: models, training (Algorithm 1), sampling (Algorithm 2), evaluation
 from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .devices import DEVICES, model_device, resolve_device
 from .data_registry import DATASETS, DataSet, get_data_set, register_data_set
-from .density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
+from .roll_density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
 from .evaluation import (
     NLLBound,
     coverage_tv,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import AffineScaling
+from .scaling import AffineScaling
 from .devices import resolve_device
 from .training import TrainConfig, build_model
 

@@ -90,28 +90,28 @@ class SwissRollData(DataSet):
     name, data_shape = "swiss_roll", (2,)
 
     def scaling(self, config):
-        from .data import swiss_roll_scaling
+        from .roll import swiss_roll_scaling
 
         return swiss_roll_scaling(config.noise)
 
     def training_pool(self, config, round):
-        from .data import swiss_roll
+        from .roll import swiss_roll
 
         # 2^16 fresh points per round: the net keeps seeing new data
         return swiss_roll(max(2 ** 16, config.batch_size), config.noise, seed=_pool_seed(config, round))
 
     def held_out(self, n, config, seed):
-        from .data import swiss_roll
+        from .roll import swiss_roll
 
         return swiss_roll(n, config.noise, seed=2_000_000 + seed)
 
     def variance_data(self, n, config, seed):
-        from .data import swiss_roll
+        from .roll import swiss_roll
 
         return swiss_roll(n, config.noise, seed=3_000_000 + seed)
 
     def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
-        from .density import swiss_roll_entropy
+        from .roll_density import swiss_roll_entropy
         from .evaluation import sample_metrics
         from .exact_likelihood import ode_nll
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import AffineScaling
+from .scaling import AffineScaling
 
 DIGIT_LEVELS = 17  # intensities 0..16
 TEST_FRACTION = 0.2  # held-out share of the 1797 digits

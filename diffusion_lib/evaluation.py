@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import TAU_RANGE, swiss_roll
-from .density import nearest_on_roll
+from .roll import TAU_RANGE, swiss_roll
+from .roll_density import nearest_on_roll
 from .likelihood import bits_per_dim
 from .vlb import BoundTerms, bound_terms
 

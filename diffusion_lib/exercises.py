@@ -159,7 +159,7 @@ BLOCKED = {
                  "discretized_gaussian_log_likelihood", "bound_terms", "mu_from_x0"),
     "ancestral_step": ("p_mean_variance", "mu_from_eps", "mu_from_x0", "x0_from_eps", "convert_prediction",
                        "reverse_variance", "q_posterior", "sample_loop", "sample", "step_coefficients",
-                       "vlb.model_step"),
+                       "model_step"),
     "sample_t": ("TimestepSampler.sample", "TimestepSampler.probs"),
     "simple_loss": ("training_losses", "q_sample", "q_marginal", "Trainer.train_step"),
     "training_step": ("training_losses", "q_sample", "q_marginal", "Trainer.train_step", "Trainer.run"),

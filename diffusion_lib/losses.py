@@ -18,8 +18,7 @@ import torch
 from .forward import q_sample
 from .likelihood import vlb_term
 from .posterior import PREDICTIONS, prediction_target
-from .reverse import VARIANCES, p_mean_variance
-from .vlb import split_output
+from .reverse import VARIANCES, p_mean_variance, split_output
 
 LOSSES = ("simple", "vlb", "hybrid")
 HYBRID_LAMBDA = 0.001  # [ND21, Sec. 3.1]

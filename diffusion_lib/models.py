@@ -2,7 +2,7 @@
 
 Contents: `timestep_embedding`, `MLP`.
 
-The library needs only a callable `model(xt, t)` (see `vlb.model_step`): xt (B, D) and t an int64
+The library needs only a callable `model(xt, t)` (see `reverse.model_step`): xt (B, D) and t an int64
 (B,) tensor in 1..T. It returns the prediction (B, D) of eps, x0, mu or v, or the pair (prediction, r)
 when the reverse variance is learned, r the interpolation value of [ND21, Eq. 15] (their v; `var_interp`):
 

@@ -3,14 +3,14 @@
 Contents: `optimal_x0`, `optimal_eps`, `optimal_denoiser`, `IrreducibleLoss`, `irreducible_simple_loss`,
 `memorising_x0`, `memorising_denoiser`.
 
-In model coordinates (x_0 = (raw - shift) / scale, see `data`) the roll given tau is
+In model coordinates (x_0 = (raw - shift) / scale, see `roll`) the roll given tau is
 x_0 | tau ~ N(m(tau), s^2 I) with m = (c(tau) - shift) / scale, s = noise / scale, so [Ho20, Eq. 4]
 
     x_t | tau ~ N(sqrt(ab) m(tau), v_t I),   v_t = ab s^2 + 1 - ab,   ab = alpha_bar_t
     E[x_0 | x_t, tau] = m + sqrt(ab) s^2 / v_t (x_t - sqrt(ab) m)        (Gaussian conditioning)
     E[x_0 | x_t] = int w(tau | x_t) E[x_0 | x_t, tau] dtau,  w ∝ N(x_t; sqrt(ab) m(tau), v_t I)
 
-with tau uniform on TAU_RANGE. The integral uses the trapezoidal nodes of `density` (softmax of the
+with tau uniform on TAU_RANGE. The integral uses the trapezoidal nodes of `roll_density` (softmax of the
 log-likelihoods plus log quadrature weights), float64, chunked over the batch. E[eps | x_t] follows
 from E[x_0 | x_t] by the linear map of [Ho20, Eq. 4] (`posterior.eps_from_x0`). The same weights give
 the posterior covariance, and so the floor of the simple loss without squaring a Monte Carlo residual:
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import TAU_RANGE, roll_curve
-from .density import CHUNK, NUM_NODES, _nodes
+from .roll import TAU_RANGE, roll_curve
+from .roll_density import CHUNK, NUM_NODES, _nodes
 from .exact_likelihood import alpha_bar_at
 from .indexing import check_data, check_t, gather
 from .posterior import eps_from_x0

@@ -24,7 +24,7 @@ from .devices import model_device
 from .indexing import check_data
 from .likelihood import sum_flat
 from .posterior import q_posterior
-from .vlb import model_step
+from .reverse import model_step
 
 
 @dataclass

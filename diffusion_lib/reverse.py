@@ -13,6 +13,8 @@ beta_tilde_1 = 0, so "fixed_small" and "learned" use the clipped log beta_tilde 
 
 [ND21] calls the learned interpolation value v; here it is `var_interp` (r in formulas), because v is the
 velocity that a v-predicting network outputs [Sa22] (`posterior.PREDICTIONS`).
+`model_step` calls a network and returns its reverse step; `split_output` separates a learned-variance
+network's (prediction, var_interp).
 """
 
 from dataclasses import dataclass
@@ -101,3 +103,23 @@ def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_smal
     eps, x0, mean = convert_prediction(sched, xt, t, output, prediction)
     var, log_var = reverse_variance(sched, t, xt, var_type, var_interp, variances)
     return ReverseStep(mean=mean, var=var, log_var=log_var, eps=eps, x0=x0)
+
+
+def split_output(out, var_type):
+    """(prediction, var_interp) from a model's output: var_interp only for var_type "learned", else None."""
+    if var_type == "learned":
+        if not isinstance(out, tuple):
+            raise ValueError('var_type="learned" needs a model that returns (prediction, var_interp)')
+        return out[0], out[1]
+    return (out[0] if isinstance(out, tuple) else out), None
+
+
+def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small", variances=None):
+    """Call the model at (x_t, t) and turn its output into the reverse step p_theta(x_{t-1} | x_t).
+
+    variances: the (T + 1,) per-t variances for var_type="optimal" (see `reverse.reverse_variance`).
+    """
+    if isinstance(t, int):
+        t = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
+    out, var_interp = split_output(model(xt, t), var_type)
+    return p_mean_variance(sched, out, xt, t, prediction, var_type, var_interp, variances)

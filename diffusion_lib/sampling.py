@@ -39,8 +39,7 @@ from .devices import model_device
 from .guidance import guided
 from .posterior import PREDICTIONS, convert_prediction
 from .respacing import DPM_SOLVER_LAMBDA_MIN, SPACINGS, respaced_schedule, select_timesteps
-from .reverse import check_variance, p_mean_variance, reverse_variance
-from .vlb import split_output
+from .reverse import check_variance, p_mean_variance, reverse_variance, split_output
 
 SAMPLERS = ("ancestral", "ddim", "euler", "heun", "dpm_solver")
 # each sampler's step selection when steps are given: the one its paper uses
@@ -284,7 +283,7 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
                 lambda_min="auto", label=None, guidance=0.0):
     """Every sampler as one generator: yields (t, x_t) for the visited t = t_K, ..., t_1 and finally (0, x_0).
 
-    Args: model a callable model(xt, t) (see `vlb.model_step`); n the number of samples; prediction one of
+    Args: model a callable model(xt, t) (see `reverse.model_step`); n the number of samples; prediction one of
     PREDICTIONS; var_type the reverse variance of the ancestral sampler (VARIANCES; the others ignore a
     learned variance's var_interp); generator a torch.Generator for x_{t_K} and every z (same state, same samples);
     x_T optional start (n, *data_shape); variances the (T + 1,) per-t variances for var_type="optimal";

@@ -3,7 +3,7 @@
 Contents: `BLOCKS`, `TimeEmbedding`, `ResnetBlock`, `ConvNextBlock`, `SelfAttention`, `Downsample`,
 `Upsample`, `UNet`.
 
-It is a `model(xt, t)` callable like `models.MLP` (see `vlb.model_step`): the same schedules, losses,
+It is a `model(xt, t)` callable like `models.MLP` (see `reverse.model_step`): the same schedules, losses,
 sampler and bound work on it unchanged. With num_classes it also takes a class label, `model(xt, t, label)`
 (`guidance.guided` fixes the label for the sampler); a missing label is the null label. The parts:
   - `TimeEmbedding`: the sinusoidal embedding of t [Ho20, Sec. 4; Va17] and an MLP.

@@ -16,27 +16,7 @@ from .forward import q_sample
 from .devices import model_device
 from .indexing import check_data
 from .likelihood import prior_kl, vlb_term
-from .reverse import p_mean_variance
-
-
-def split_output(out, var_type):
-    """(prediction, var_interp) from a model's output: var_interp only for var_type "learned", else None."""
-    if var_type == "learned":
-        if not isinstance(out, tuple):
-            raise ValueError('var_type="learned" needs a model that returns (prediction, var_interp)')
-        return out[0], out[1]
-    return (out[0] if isinstance(out, tuple) else out), None
-
-
-def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small", variances=None):
-    """Call the model at (x_t, t) and turn its output into the reverse step p_theta(x_{t-1} | x_t).
-
-    variances: the (T + 1,) per-t variances for var_type="optimal" (see `reverse.reverse_variance`).
-    """
-    if isinstance(t, int):
-        t = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
-    out, var_interp = split_output(model(xt, t), var_type)
-    return p_mean_variance(sched, out, xt, t, prediction, var_type, var_interp, variances)
+from .reverse import model_step
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import diffusion_lib as dl
-from diffusion_lib.density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
+from diffusion_lib.roll_density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
 from diffusion_lib.evaluation import coverage_tv, nll_bound, on_roll_fraction, sample_metrics, sliced_wasserstein
 
 

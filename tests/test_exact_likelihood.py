@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import diffusion_lib as dl
-from diffusion_lib.data import AffineScaling
+from diffusion_lib.scaling import AffineScaling
 from diffusion_lib.exact_likelihood import ALPHA_BAR_END, _interp, _t_of_log_sigma, default_t_end
 
 SCALING = AffineScaling(shift=(1.0, -2.0), scale=3.0)  # raw = 3 y + shift: the NLL gains 2 log 3

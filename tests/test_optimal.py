@@ -16,7 +16,7 @@ from diffusion_lib.optimal import (
 )
 
 NOISE = 0.5
-NODES = 2001  # spacing 0.0047 in tau against a bump width >= 0.035 (see `density`): enough, and fast
+NODES = 2001  # spacing 0.0047 in tau against a bump width >= 0.035 (see `roll_density`): enough, and fast
 
 
 @pytest.fixture(scope="module")

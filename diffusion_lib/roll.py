@@ -9,16 +9,16 @@ scikit-learn's `make_swiss_roll` draws tau ~ Uniform[1.5 pi, 4.5 pi], puts the p
 exactly: a distribution whose density is a 1-D integral over tau (used for the entropy floor).
 
 Diffusion schedules were designed for data of unit scale, while the raw roll spans about -10..13.
-`swiss_roll_scaling(noise)` is the affine map to zero mean and unit variance per coordinate on
+`swiss_roll_scaling(noise)` is the affine map (`scaling.AffineScaling`) to zero mean and unit variance per coordinate on
 average, computed from the distribution itself (not from a sample), so it is the same in every run.
 """
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from sklearn.datasets import make_swiss_roll
+
+from .scaling import AffineScaling
 
 TAU_RANGE = (1.5 * math.pi, 4.5 * math.pi)
 
@@ -41,29 +41,6 @@ def swiss_roll(n, noise=0.5, seed=0, return_tau=False):
     points, tau = make_swiss_roll(int(n), noise=noise, random_state=seed)
     x0 = torch.from_numpy(np.ascontiguousarray(points[:, [0, 2]]))
     return (x0, torch.from_numpy(tau)) if return_tau else x0
-
-
-@dataclass(frozen=True)
-class AffineScaling:
-    """model = (data - shift) / scale, data = model * scale + shift, with one scalar scale.
-
-    Densities transform with the Jacobian: log p_data(x) = log p_model(y) - D log(scale).
-    """
-
-    shift: tuple  # per-coordinate mean of the raw data
-    scale: float  # one isotropic standard deviation, so shapes are not distorted
-
-    def to_model(self, x):
-        """Raw data coordinates -> the scaled coordinates the diffusion works in."""
-        return (x - torch.as_tensor(self.shift, dtype=x.dtype)) / self.scale
-
-    def to_data(self, y):
-        """Scaled coordinates -> raw data coordinates."""
-        return y * self.scale + torch.as_tensor(self.shift, dtype=y.dtype)
-
-    def nll_to_data(self, nll_model, num_dims):
-        """An NLL in nats measured in model coordinates, converted to raw data coordinates."""
-        return nll_model + num_dims * math.log(self.scale)
 
 
 def swiss_roll_scaling(noise=0.5, num_nodes=200_001):

@@ -2,7 +2,7 @@
 
 Contents: `swiss_roll_log_density`, `swiss_roll_entropy`, `nearest_on_roll`.
 
-With tau ~ Uniform[a, b] (TAU_RANGE, length L = b - a) and x = c(tau) + s n, n ~ N(0, I_2) (see `data`),
+With tau ~ Uniform[a, b] (TAU_RANGE, length L = b - a) and x = c(tau) + s n, n ~ N(0, I_2) (see `roll`),
 
     p(x) = 1/L int_a^b N(x; c(tau), s^2 I) dtau
     log p(x) = logsumexp_k(log w_k - |x - c(tau_k)|^2 / (2 s^2)) - log(2 pi s^2) - log L
@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .data import TAU_RANGE, roll_curve, swiss_roll
+from .roll import TAU_RANGE, roll_curve, swiss_roll
 
 NUM_NODES = 8001  # quadrature nodes over TAU_RANGE
 CHUNK = 512  # points per block: a block needs CHUNK * NUM_NODES * 8 bytes per array
