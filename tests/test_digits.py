@@ -131,6 +131,7 @@ def test_frechet_distance_matches_the_closed_form_for_gaussians():
     a = m1 + s1.sqrt() * torch.randn(n, d, generator=g, dtype=torch.float64)
     b = m2 + s2.sqrt() * torch.randn(n, d, generator=g, dtype=torch.float64)
     exact = float((m1 - m2).pow(2).sum() + (s1.sqrt() - s2.sqrt()).pow(2).sum())
+    # over 20 seeds the relative error had sd 0.0024 (max 0.0043): 0.03 is 12 sd, no seed comes near it
     assert abs(frechet_distance(a, b) - exact) < 0.03 * exact
 
 
@@ -169,9 +170,14 @@ def test_quality_tells_real_digits_from_noise(classifier, train, test):
     noise = digit_quality(classifier, torch.rand(360, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 16,
                           test)
     ones = digit_quality(classifier, train.images[train.labels == 1][:100], test)
+    # the classifier is trained, so its seed is a seed too. Over 40 classifier seeds (5-44): real class_tv
+    # 0.065 +- 0.006 (max 0.075), confidence 0.956 +- 0.006, frechet / floor 0.99 +- 0.06 (max 1.11), noise
+    # frechet / floor 14.6 (min 8.9, log sd 0.19: 3 floors is 8 sd below), ones recognised 98 of 100 (min 87,
+    # class_tv min 0.77), noise confidence 0.19 or more below the real one. The former bounds (noise frechet
+    # above 10 floors, >= 95 ones recognised, class_tv > 0.8) failed at 1, 3 and 3 of the 40 seeds.
     assert sum(real.class_counts) == 360 and real.class_tv < 0.1 and real.confidence > 0.9
-    assert real.frechet < 2 * real.frechet_floor < noise.frechet / 5
-    assert ones.class_counts[1] >= 95 and ones.class_tv > 0.8  # a model that draws only ones is caught
+    assert real.frechet < 2 * real.frechet_floor and noise.frechet > 3 * real.frechet_floor
+    assert ones.class_counts[1] > 50 and ones.class_tv > 0.5  # a model that draws only ones is caught (real: 0.075)
     assert noise.confidence < real.confidence
 
 

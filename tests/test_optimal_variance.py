@@ -23,7 +23,8 @@ def test_estimate_equals_the_closed_form_on_gaussian_data(name):
     est = dl.optimal_variance(sched, model, gaussian_data(4000, data_var), generator=torch.Generator().manual_seed(1))
     exact = dl.gaussian_optimal_variance(sched, data_var)
     t = torch.arange(1, sched.T + 1)
-    # 5 standard errors per t: a false alarm of 6e-7 per t; a missing c_t^2 or a wrong t misses by far more
+    # 5 standard errors per t: a false alarm of 5.7e-7 per t, 2.9e-5 for the 50 t at any seed; a missing c_t^2 or a
+    # wrong t misses by far more
     z = (est.var[t] - exact[t]).abs() / est.se[t]
     assert (z < 5).all(), f"largest deviation {float(z.max()):.1f} standard errors at t = {int(t[z.argmax()])}"
     assert (est.var[2:] >= sched.beta_tilde[2:]).all()  # never below the posterior's own variance

@@ -203,9 +203,12 @@ def test_gaussian_bound_is_above_the_entropy_and_approaches_it(name):
         assert mean > entropy - 5 * se, (T, mean, entropy, se)
         gaps.append(mean - entropy)
         ses.append(se)
-    # sampled: the gap at T = 10 is larger than at T = 100 and at T = 1000, by more than 5 combined SE
+    # sampled: the gap at T = 10 is larger than at T = 100 and at T = 1000, by more than 4 combined SE. In closed
+    # form the differences are 12.3 (linear) and 8.7 (cosine) combined SE at T = 1000 (500 examples there), 21-28
+    # at T = 100: 4 SE leaves >= 4.7 SE, a false alarm of 1.2e-6 at any seed (5 SE left 3.7 SE: 1.0e-4); a gap
+    # that does not close passes with 3.2e-5
     for later in (1, 2):
-        assert gaps[0] - gaps[later] > 5 * math.hypot(ses[0], ses[later]), (gaps, ses)
+        assert gaps[0] - gaps[later] > 4 * math.hypot(ses[0], ses[later]), (gaps, ses)
     # in closed form (checked against sampling above): positive, shrinking about tenfold per tenfold T
     closed = [ref.gaussian_expected_bound(dl.make_schedule(name, T).beta[1:].tolist(), DATA_VAR, DIMS, "fixed_large")
               - entropy for T in SIZES]
