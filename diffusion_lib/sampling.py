@@ -130,10 +130,6 @@ def _prediction_coefficients(sched, prediction):
     return _pad(x0_a), _pad(x0_b), _pad(eps_a), _pad(eps_b)
 
 
-def _x0_coefficients(sched, prediction):
-    return _prediction_coefficients(sched, prediction)[:2]
-
-
 class _Network:
     """The model's output at (x_t, t), counted, and its x0_hat and eps_hat as affine maps of (x_t, output)."""
 
@@ -166,8 +162,7 @@ class _Ancestral:
         else:
             coef_sched = respaced_schedule(sched, kept)
             self.index = {t: k for k, t in enumerate(kept, start=1)}
-            if var_type == "optimal":
-                check_variance(var_type, variances)
+            if var_type == "optimal":  # sample_loop has checked that variances are given
                 variances = _respaced_variances(sched, coef_sched, kept, variances)
         if coef_sched is sched:
             self.coef = step_coefficients(sched, prediction, var_type, variances)
@@ -175,7 +170,7 @@ class _Ancestral:
             # the network's output means x0_hat at its own t (a mu output is the mean of the *original* step):
             # the respaced mean is the respaced posterior mean a'_k x_t + b'_k x0_hat [Ho20, Eq. 7]
             self.coef = step_coefficients(coef_sched, "x0", var_type, variances)
-            x0_a, x0_b = _x0_coefficients(sched, prediction)
+            x0_a, x0_b, _, _ = _prediction_coefficients(sched, prediction)
             for k, t in enumerate(kept, start=1):
                 self.coef.a[k], self.coef.b[k] = self.coef.a[k] + self.coef.b[k] * x0_a[t], self.coef.b[k] * x0_b[t]
         self.learned = var_type == "learned"
