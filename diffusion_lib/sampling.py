@@ -56,7 +56,7 @@ class SamplingPlan:
     nfe: int  # network evaluations: len(timesteps), or 2 len(timesteps) - 1 for Heun
 
 
-def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_min="auto", rho=7.0):
+def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_min="auto"):
     """The timesteps and NFE of `sampler` with `steps` network-call steps (None: every step) on `sched`.
 
     spacing None takes the sampler's `DEFAULT_SPACING`; lambda_min "auto" keeps Algorithm 2 (ancestral, every
@@ -70,7 +70,7 @@ def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_m
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     if lambda_min == "auto":
         lambda_min = None if sampler == "ancestral" and steps is None else DPM_SOLVER_LAMBDA_MIN
-    kept = select_timesteps(sched, steps, spacing, lambda_min, rho)
+    kept = select_timesteps(sched, steps, spacing, lambda_min)
     nfe = 2 * len(kept) - 1 if sampler == "heun" else len(kept)
     return SamplingPlan(sampler=sampler, timesteps=kept[::-1], spacing=spacing, lambda_min=lambda_min, nfe=nfe)
 
