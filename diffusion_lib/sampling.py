@@ -57,7 +57,7 @@ class SamplingPlan:
     nfe: int  # network evaluations: len(timesteps), or 2 len(timesteps) - 1 for Heun
 
 
-def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_min="auto", rho=7.0):
+def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_min="auto"):
     """The timesteps and NFE of `sampler` with `steps` network-call steps (None: every step) on `sched`.
 
     spacing None takes the sampler's `DEFAULT_SPACING`; lambda_min "auto" keeps Algorithm 2 (ancestral, every
@@ -71,7 +71,7 @@ def sampling_plan(sched, sampler="ancestral", steps=None, spacing=None, lambda_m
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     if lambda_min == "auto":
         lambda_min = None if sampler == "ancestral" and steps is None else DPM_SOLVER_LAMBDA_MIN
-    kept = select_timesteps(sched, steps, spacing, lambda_min, rho)
+    kept = select_timesteps(sched, steps, spacing, lambda_min)
     nfe = 2 * len(kept) - 1 if sampler == "heun" else len(kept)
     return SamplingPlan(sampler=sampler, timesteps=kept[::-1], spacing=spacing, lambda_min=lambda_min, nfe=nfe)
 
@@ -131,10 +131,6 @@ def _prediction_coefficients(sched, prediction):
     return _pad(x0_a), _pad(x0_b), _pad(eps_a), _pad(eps_b)
 
 
-def _x0_coefficients(sched, prediction):
-    return _prediction_coefficients(sched, prediction)[:2]
-
-
 class _Network:
     """The model's output at (x_t, t), counted, and its x0_hat and eps_hat as affine maps of (x_t, output)."""
 
@@ -167,8 +163,7 @@ class _Ancestral:
         else:
             coef_sched = respaced_schedule(sched, kept)
             self.index = {t: k for k, t in enumerate(kept, start=1)}
-            if var_type == "optimal":
-                check_variance(var_type, variances)
+            if var_type == "optimal":  # sample_loop has checked that variances are given
                 variances = _respaced_variances(sched, coef_sched, kept, variances)
         if coef_sched is sched:
             self.coef = step_coefficients(sched, prediction, var_type, variances)
@@ -176,7 +171,7 @@ class _Ancestral:
             # the network's output means x0_hat at its own t (a mu output is the mean of the *original* step):
             # the respaced mean is the respaced posterior mean a'_k x_t + b'_k x0_hat [Ho20, Eq. 7]
             self.coef = step_coefficients(coef_sched, "x0", var_type, variances)
-            x0_a, x0_b = _x0_coefficients(sched, prediction)
+            x0_a, x0_b, _, _ = _prediction_coefficients(sched, prediction)
             for k, t in enumerate(kept, start=1):
                 self.coef.a[k], self.coef.b[k] = self.coef.a[k] + self.coef.b[k] * x0_a[t], self.coef.b[k] * x0_b[t]
         self.learned = var_type == "learned"

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import diffusion_lib as dl
-from diffusion_lib.sampling import step_coefficients
 from reference import dpm_solver_pp_2m, edm_heun
 
 
@@ -239,14 +238,6 @@ def test_bad_sampler_arguments_get_one_line_errors():
         assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match='var_type="optimal" needs variances'):
         dl.sample(sched, model, 3, var_type="optimal", steps=5)
-
-
-def test_step_coefficients_of_the_full_chain_are_unchanged():
-    sched = dl.make_schedule("cosine", 30)
-    coef = step_coefficients(sched)
-    xt, out = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
-    for t in (1, 15, 30):
-        assert torch.allclose(coef.a[t] * xt + coef.b[t] * out, dl.p_mean_variance(sched, out, xt, t).mean)
 
 
 def test_zero_terminal_snr_rescaling_follows_lin24():

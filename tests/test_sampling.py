@@ -12,11 +12,14 @@ from diffusion_lib.sampling import sample, sample_data, sample_loop, step_coeffi
 def test_precomputed_step_equals_p_mean_variance(prediction, var_type):
     sched = dl.make_schedule("cosine", 50)
     coef = step_coefficients(sched, prediction, var_type)
+    defaults = (prediction, var_type) == ("eps", "fixed_small")  # both functions' defaults: check them too
+    assert not defaults or step_coefficients(sched) == coef
     gen = torch.Generator().manual_seed(0)
     xt, out = torch.randn(6, 2, generator=gen, dtype=torch.float64), torch.randn(6, 2, generator=gen, dtype=torch.float64)
     for t in (1, 2, 17, 50):
         step = dl.p_mean_variance(sched, out, xt, t, prediction, var_type)
         assert torch.allclose(coef.a[t] * xt + coef.b[t] * out, step.mean, rtol=1e-10, atol=1e-12)
+        assert not defaults or torch.equal(dl.p_mean_variance(sched, out, xt, t).mean, step.mean)
         assert abs(coef.std[t] ** 2 - float(step.var)) < 1e-12 * max(1.0, float(step.var))
 
 
