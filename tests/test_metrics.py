@@ -53,3 +53,27 @@ def test_two_sample_test_p_values(randn):
     a = dl.two_sample_test(x, same_law[:150], num_permutations=50, seed=3)
     b = dl.two_sample_test(x, same_law[:150], num_permutations=50, seed=3)
     assert a == b
+
+
+def test_two_sample_test_matches_direct_permutations():
+    # reference: the energy distance of every relabelling, computed from its definition
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(30, 2, generator=gen, dtype=torch.float64) + 0.3
+    result = dl.two_sample_test(x, y, num_permutations=50, seed=7)
+    assert result.statistic == pytest.approx(dl.energy_distance(x, y), rel=1e-10)
+    pooled = torch.cat([x, y])
+    perm_gen = torch.Generator().manual_seed(7)
+    exceed = 0
+    for _ in range(50):
+        idx = torch.randperm(70, generator=perm_gen)
+        exceed += dl.energy_distance(pooled[idx[:40]], pooled[idx[40:]]) >= result.statistic - 1e-12
+    assert result.p_value == pytest.approx((1 + exceed) / 51)
+
+
+def test_two_sample_test_detects_a_shift():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(200, 2, generator=gen, dtype=torch.float64)
+    y = torch.randn(200, 2, generator=gen, dtype=torch.float64) + 1.0
+    assert dl.two_sample_test(x, y, num_permutations=100).p_value < 0.02
+
