@@ -96,10 +96,11 @@ def test_header_states_time_points_and_learning_outcomes(path):
 
 
 # ---------------------------------------------------------------------------------------------------
-# answer keys for the prose exercises of the lecture notebooks 00-06 (teachers only, never released)
+# answer keys for the prose exercises of the lecture notebooks 00-11 (teachers only, never released)
 
 KEYED = ["00_notation", "01_forward_process", "02_closed_form_marginals", "03_beta_schedules", "04_posterior",
-         "05_vlb_and_simple_loss", "06_training_the_reverse_process"]
+         "05_vlb_and_simple_loss", "06_training_the_reverse_process", "07_vlb_vs_simple_loss", "08_optimal_denoiser",
+         "09_faster_sampling", "10_digits", "11_exact_likelihood"]
 
 
 def _prose_exercises(lecture):
