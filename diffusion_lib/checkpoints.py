@@ -13,13 +13,13 @@ a checkpoint never silently gives a wrong result.
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 
 import torch
 
 from .scaling import AffineScaling
 from .devices import resolve_device
+from .files import write_atomic
 from .training import TrainConfig, build_model
 
 FORMAT_VERSION = 1
@@ -56,19 +56,7 @@ def save_checkpoint(path, model, config, scaling, sched, step):
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},  # device-free
         "step": int(step),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(state, f), sync=True)
 
 
 def load_checkpoint(path, schedule=None, T=None, device="cpu"):

@@ -32,6 +32,7 @@ import torch
 from .checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from .data_registry import DATASETS, get_data_set
 from .devices import DEVICES, resolve_device
+from .files import write_atomic
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
 from .respacing import SPACINGS
@@ -186,19 +187,6 @@ def _check_output(path, force):
         raise CLIError(f"the folder {folder} for {path} does not exist")
 
 
-def _write_atomic(path, write):
-    """Call write(file object) on a temporary file next to path, then move it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _load_run(run, device="cpu"):
     if not os.path.isdir(run):
         raise CLIError(f"run folder {run} does not exist; create it with: python -m diffusion_lib train --out {run}")
@@ -345,7 +333,7 @@ def cmd_sample(args):
     x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances, args)
     seconds = time.perf_counter() - start
     x = get_data_set(ckpt.config.data).output(x).numpy()  # discrete data: the nearest of its values
-    _write_atomic(args.out, lambda f: np.save(f, x))
+    write_atomic(args.out, lambda f: np.save(f, x))
     print(f"wrote {x.shape[0]} samples (raw data coordinates) to {args.out}: sampler {plan.sampler}, "
           f"{len(plan.timesteps)} steps, {plan.nfe} NFE, {seconds:.2f} s")
 
@@ -369,7 +357,7 @@ def cmd_evaluate(args):
 def _report(args, rows, result):
     print("\n".join(f"{name:<17} {value}" for name, value in rows))
     if args.json is not None:
-        _write_atomic(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+        write_atomic(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
         print(f"wrote {args.json}")
     return result
 

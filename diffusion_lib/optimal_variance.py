@@ -21,6 +21,7 @@ import torch
 
 from .forward import q_sample
 from .devices import model_device
+from .files import progress_bar
 from .indexing import check_data
 from .likelihood import sum_flat
 from .posterior import q_posterior
@@ -56,11 +57,7 @@ def optimal_variance(sched, model, x0, prediction="eps", generator=None, batch_s
     mse, se = torch.zeros(T + 1, dtype=torch.float64), torch.zeros(T + 1, dtype=torch.float64)
     device = model_device(model)
     chunks = x0.cpu().split(batch_size or n)  # drawn and scored on the CPU; only the network runs on its device
-    ts = range(1, T + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        ts = tqdm(ts, desc="optimal variance", leave=False)
+    ts = progress_bar(range(1, T + 1), progress, "optimal variance")
     for t in ts:
         errors = []
         for chunk in chunks:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from .devices import model_device
+from .files import progress_bar
 from .guidance import guided
 from .posterior import PREDICTIONS, convert_prediction
 from .respacing import DPM_SOLVER_LAMBDA_MIN, SPACINGS, respaced_schedule, select_timesteps
@@ -309,11 +310,8 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     stepper = _STEPPERS[sampler](sched, plan.timesteps, prediction, var_type, variances, eta)
     device = model_device(model)
     net = _Network(sched, model, n, prediction, var_type, device)
-    pairs = list(zip(plan.timesteps, plan.timesteps[1:] + [0]))
-    if progress:
-        from tqdm.auto import tqdm
-
-        pairs = tqdm(pairs, desc=f"sampling ({sampler}, {plan.nfe} NFE)", leave=False)
+    pairs = progress_bar(list(zip(plan.timesteps, plan.timesteps[1:] + [0])), progress,
+                         f"sampling ({sampler}, {plan.nfe} NFE)")
 
     def noise(x):  # drawn on the CPU from the generator and moved: the same samples on every device
         return torch.randn(x.shape, generator=generator).to(device)

@@ -22,6 +22,7 @@ import torch
 
 from .data_registry import DATASETS, get_data_set
 from .devices import DEVICES, resolve_device
+from .files import progress_bar
 from .losses import LOSSES, TimestepSampler, training_losses
 from .posterior import PREDICTIONS
 from .reverse import VARIANCES
@@ -267,11 +268,7 @@ class Trainer:
         only as far as both stopped at the same step.
         """
         cfg = self.config
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=cfg.steps, desc=f"train ({cfg.loss})", leave=False)
+        bar = progress_bar(None, self.progress, f"train ({cfg.loss})", total=cfg.steps)
         start, running = time.perf_counter(), None
         try:
             while self.step < cfg.steps:

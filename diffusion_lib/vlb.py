@@ -14,6 +14,7 @@ import torch
 from .exact_likelihood import alpha_bar_at
 from .forward import q_sample
 from .devices import model_device
+from .files import progress_bar
 from .indexing import check_data
 from .likelihood import prior_kl, vlb_term
 from .reverse import model_step
@@ -56,11 +57,7 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
     check_data("x0", x0)
     check_variance(var_type, variances)
     steps = torch.empty(sched.T, x0.shape[0], dtype=torch.float64)
-    ts = range(1, sched.T + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        ts = tqdm(ts, desc="bound over t", leave=False)
+    ts = progress_bar(range(1, sched.T + 1), progress, "bound over t")
     device = model_device(model)
     x0 = x0.cpu()
     for t in ts:
