@@ -9,6 +9,8 @@ export OMP_NUM_THREADS ?= 2
 DIGITS_RECIPE := --data digits --prediction eps --schedule cosine --T 1000 --width 16 --block resnet --batch-size 128 --lr 2e-3 \
 	--steps 6000 --seed 0 --quiet
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+# two pytest-xdist workers, one OpenMP thread each; conftest.py says which tests stay together on one worker
+PYTEST_XDIST := -n 2
 
 .PHONY: venv notebooks bench bench-notebooks refresh-notebooks test test-fast lab constraints clean
 .PHONY: venv-site exercises assignments lint site test-site digits-checkpoint digits-variants
@@ -50,7 +52,7 @@ refresh-notebooks: venv
 
 ## unit tests, then every notebook re-executed and compared strictly by nbval
 test: venv
-	$(BIN)/python -m pytest $(PYTEST_NBVAL) --durations=25 tests notebooks
+	$(BIN)/python -m pytest $(PYTEST_NBVAL) $(PYTEST_XDIST) --durations=25 tests notebooks
 
 ## unit tests only
 test-fast: venv
