@@ -88,6 +88,7 @@ from .optimal import (
     optimal_eps,
     optimal_x0,
 )
+from .memorisation import CopyTest, FixedTrainingSet, copy_test, nearest_distances
 from .clipping import clip_x0_denoiser
 from .exact_likelihood import DIVERGENCES, ODENLL, alpha_bar_at, ode_nll, score_from_eps
 from .respacing import (

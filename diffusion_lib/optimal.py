@@ -109,7 +109,7 @@ def _eps(sched, xt64, t, x0):
     """eps from x_0 [Ho20, Eq. 4] at integer t (`posterior.eps_from_x0`) or continuous t (`alpha_bar_at`)."""
     if torch.is_tensor(t) and t.is_floating_point():
         alpha_bar_t = alpha_bar_at(sched, t)
-        alpha_bar_t = alpha_bar_t.reshape(-1, 1) if alpha_bar_t.ndim else alpha_bar_t
+        alpha_bar_t = alpha_bar_t.reshape(-1, *[1] * (xt64.ndim - 1)) if alpha_bar_t.ndim else alpha_bar_t
         return (xt64 - alpha_bar_t.sqrt() * x0) / (1 - alpha_bar_t).sqrt()
     return eps_from_x0(sched, xt64, t, x0)
 
@@ -181,20 +181,26 @@ def irreducible_simple_loss(sched, scaling, noise=0.5, ts=None, n=2000, generato
 
 
 def memorising_x0(xt, t, sched, train_x0):
-    """E[x_0 | x_t] when x_0 is uniform over the training points train_x0 (N, D): float64 (B, D).
+    """E[x_0 | x_t] when x_0 is uniform over the training examples train_x0: float64, of xt's shape.
 
-    A softmax over i of -|x_t - sqrt(ab) x_0^i|^2 / (2 (1 - ab)) weights the training points; as
-    t -> 1 it picks the training point nearest to x_t / sqrt(ab), so sampling reproduces the training set.
+    A softmax over i of -|x_t - sqrt(ab) x_0^i|^2 / (2 (1 - ab)) weights the training examples; as
+    t -> 1 it picks the training example nearest to x_t / sqrt(ab), so sampling reproduces the training set.
+    Points (B, D) against train_x0 (N, D), or images (B, C, H, W) against (N, C, H, W): any shape, flattened.
     """
     check_data("train_x0", train_x0)
-    xt64, t, alpha_bar_t = _prepare(xt, t, sched)
+    check_data("xt", xt)
+    if xt.ndim < 2 or xt.shape[1:] != train_x0.shape[1:]:
+        raise ValueError(f"xt (B, ...) and train_x0 (N, ...) need the same shape per example, got "
+                         f"{tuple(xt.shape)} and {tuple(train_x0.shape)}")
+    xt64, t, alpha_bar_t = _prepare(xt.reshape(xt.shape[0], -1), t, sched)
     train = train_x0.double().reshape(train_x0.shape[0], -1)
     log_w = torch.zeros(train.shape[0], dtype=torch.float64)
-    return _mixture_x0(xt64, alpha_bar_t, train, log_w, 0.0)
+    return _mixture_x0(xt64, alpha_bar_t, train, log_w, 0.0).reshape(xt.shape)
 
 
 def memorising_denoiser(sched, train_x0):
-    """The ideal eps-predicting model(xt, t) for the empirical distribution of train_x0 (N, D), model coordinates."""
+    """The ideal eps-predicting model(xt, t) for the empirical distribution of train_x0 (N, ...), model
+    coordinates: points (N, D) or images (N, C, H, W)."""
     check_data("train_x0", train_x0)
     train = train_x0.double().detach().clone()
 
