@@ -118,8 +118,9 @@ class FixedTrainingSet(DataSet):
         self.bound_batch_size = self.base.bound_batch_size
 
     def examples(self, config):
-        """The n raw training examples (n, *data_shape)."""
+        """The n raw training examples (n, *data_shape) (a labelled base's labels are dropped: unconditional)."""
         pool = self.base.training_pool(config, 0)
+        pool = pool[0] if isinstance(pool, tuple) else pool
         if pool.shape[0] < self.n:
             raise ValueError(f"{self.base.name}'s pool holds {pool.shape[0]} examples, fewer than n = {self.n}")
         return pool[:self.n]

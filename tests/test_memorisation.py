@@ -119,3 +119,18 @@ def test_fixed_training_set_repeats_the_same_examples():
         dl.DATASETS.pop(fixed.name)
     with pytest.raises(ValueError, match="positive"):
         dl.FixedTrainingSet("swiss_roll", 0)
+
+
+def test_fixed_training_set_of_a_labelled_data_set_trains_unconditionally():
+    # the digits' pools carry labels; the cut-down set keeps its n images, trains a U-Net and drops the labels
+    fixed = dl.FixedTrainingSet("digits", 5, name="digits_5_test")
+    config = dl.TrainConfig(data="digits", width=8, T=10, steps=2, batch_size=8, device="cpu")
+    examples = fixed.examples(config)
+    assert examples.shape == (5, 1, 8, 8)
+    assert torch.equal(examples, dl.get_data_set("digits").training_pool(config, 0)[0][:5])
+    dl.register_data_set(fixed)
+    try:
+        trainer = dl.Trainer(dl.TrainConfig(data=fixed.name, width=8, T=10, steps=2, batch_size=8, device="cpu"))
+        assert len(list(trainer.run())) == 2
+    finally:
+        del dl.DATASETS[fixed.name]
