@@ -39,7 +39,8 @@ from .posterior import (
     x0_from_v,
 )
 from .reverse import VARIANCES, ReverseStep, model_step, p_mean_variance, reverse_variance
-from .schedules import SCHEDULES, NoiseSchedule, ScheduleWarning, make_schedule, rescale_zero_terminal_snr
+from .schedules import (SCHEDULES, NoiseSchedule, ScheduleWarning, cosine_log_snr_betas, log_snr_range_for_levels,
+                        make_schedule, rescale_zero_terminal_snr)
 from .vlb import (
     BoundTerms,
     bound_terms,

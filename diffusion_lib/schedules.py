@@ -1,14 +1,16 @@
 """Noise schedules beta_1..beta_T and everything precomputed from them.
 
 Contents: `SCHEDULES`, `make_schedule`, `NoiseSchedule` (with `from_betas`), `ScheduleWarning`,
-`rescale_zero_terminal_snr`.
+`rescale_zero_terminal_snr`, and for discrete data `cosine_log_snr_betas` with its endpoints from
+`log_snr_range_for_levels`.
 
 Time is indexed like the paper: t = 1..T. Every array has length T + 1 and slot 0 is padding with
 beta[0] = 0, alpha[0] = alpha_bar[0] = 1, so `alpha_bar[t]` *is* alpha_bar_t and `alpha_bar[t - 1]`
 needs no special case at t = 1. Codebases that index from 0 (improved-diffusion, diffusers) store
 our `alpha_bar[t]` at their index t - 1 ("0 means one step").
 
-References: [Ho20] Ho, Jain, Abbeel 2020; [ND21] Nichol & Dhariwal 2021; [Lin24] Lin et al. 2024.
+References: [Ho20] Ho, Jain, Abbeel 2020; [ND21] Nichol & Dhariwal 2021; [Lin24] Lin et al. 2024;
+[Ki21] Kingma, Salimans, Poole, Ho 2021 (VDM); [Hg23] Hoogeboom, Heek, Salimans 2023 (simple diffusion).
 """
 
 import math
@@ -173,6 +175,45 @@ def make_schedule(name, T):
         raise ValueError(f"T must be a positive integer number of steps, got {T!r}")
     T = T_int
     return NoiseSchedule(_BETA_FUNCTIONS[name](T), name=name)
+
+
+def cosine_log_snr_betas(T, log_snr_max, log_snr_min):
+    """The cosine schedule written in log-SNR and cut at chosen ends [Hg23, Sec. 3; Ki21, Sec. 5.1].
+
+    The cosine schedule without its offset s has log SNR(u) = -2 log tan(u pi / 2) for u in [0, 1], from +inf
+    to -inf. Cut to [log_snr_min, log_snr_max]: log SNR(u) = -2 log tan(a + u (b - a)) with
+    a = atan(exp(-log_snr_max / 2)), b = atan(exp(-log_snr_min / 2)), at u = (t - 1) / (T - 1), so that
+    SNR_1 = exp(log_snr_max) and SNR_T = exp(log_snr_min) exactly; alpha_bar_t = sigmoid(log SNR_t).
+    In continuous time the bound depends on the schedule only through these two ends [Ki21, Eq. 19]:
+    they are the choice that matters for likelihood (`log_snr_range_for_levels` picks them for discrete data).
+    """
+    if T < 2:
+        raise ValueError(f"a schedule with two ends needs T >= 2 steps, got T = {T}")
+    if not log_snr_max > log_snr_min:
+        raise ValueError(f"log_snr_max must exceed log_snr_min, got {log_snr_max} and {log_snr_min}")
+    a, b = math.atan(math.exp(-log_snr_max / 2)), math.atan(math.exp(-log_snr_min / 2))
+    u = torch.linspace(0, 1, T, dtype=torch.float64)
+    log_snr = -2 * torch.log(torch.tan(a + u * (b - a)))
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.sigmoid(log_snr)])
+    return 1 - alpha_bar[1:] / alpha_bar[:-1]
+
+
+def log_snr_range_for_levels(levels, data_range=2.0, rounding_sigmas=4.0, log_snr_min=-10.0):
+    """The ends (log SNR_1, log SNR_T) of a schedule for data on `levels` evenly spaced values.
+
+    At t = 1 the noise in x_0's units is 1 / sqrt(SNR_1). The rule: make it 1 / rounding_sigmas of half the
+    gap between levels, gap = data_range / (levels - 1), so that rounding x_1 recovers x_0 except with
+    probability 2 Phi(-rounding_sigmas) per value (6e-5 at 4): the decoder L_0 is then almost free, and no
+    step is spent on noise far below the gap, where every e-fold of SNR costs up to D/2 nats unless the
+    network rounds exactly [Ki21, Sec. 5]. At t = T, SNR_T = exp(log_snr_min) leaves alpha_bar_T ~ 4.5e-5
+    (at -10): the prior term L_T is then about D alpha_bar_T E[x_0^2] / 2, a few thousandths of a nat.
+    For the 17 digit intensities on [-1, 1]: gap 1/8, noise 1/64 at t = 1, log SNR_1 = 2 log 64 = 8.32.
+    """
+    if levels < 2 or rounding_sigmas <= 0 or data_range <= 0:
+        raise ValueError(f"need levels >= 2, rounding_sigmas > 0 and data_range > 0, got {levels}, "
+                         f"{rounding_sigmas}, {data_range}")
+    half_gap = data_range / (levels - 1) / 2
+    return -2 * math.log(half_gap / rounding_sigmas), log_snr_min
 
 
 def rescale_zero_terminal_snr(sched):

@@ -196,3 +196,39 @@ def test_prior_kl_is_large_when_signal_is_left():
     expected = 2 * 0.5 * (-math.log(1 - ab_T) + (1 - ab_T) + ab_T * 9 - 1)
     assert sched.prior_kl(x0).item() == pytest.approx(expected, rel=1e-10)
     assert sched.prior_kl(x0).item() > 5.0
+
+
+@pytest.mark.parametrize("T", [2, 10, 1000])
+def test_cosine_log_snr_hits_both_ends_and_is_a_cut_cosine(T):
+    log_snr_max, log_snr_min = 8.3, -10.0
+    sched = dl.NoiseSchedule.from_betas(dl.cosine_log_snr_betas(T, log_snr_max, log_snr_min))
+    log_snr = sched.snr[1:].log()
+    assert log_snr[0].item() == pytest.approx(log_snr_max, abs=1e-9)
+    assert log_snr[-1].item() == pytest.approx(log_snr_min, abs=1e-9)
+    assert (log_snr.diff() < 0).all()
+    # independently: sigmoid(-2 log tan theta) = cos^2 theta, theta running evenly from a to b
+    a, b = math.atan(math.exp(-log_snr_max / 2)), math.atan(math.exp(-log_snr_min / 2))
+    theta = a + torch.arange(T, dtype=torch.float64) / (T - 1) * (b - a)
+    assert torch.allclose(sched.alpha_bar[1:], torch.cos(theta) ** 2, rtol=1e-12, atol=0)
+
+
+def test_cosine_log_snr_rejects_reversed_ends_and_a_single_step():
+    with pytest.raises(ValueError, match="exceed"):
+        dl.cosine_log_snr_betas(100, -1.0, 2.0)
+    with pytest.raises(ValueError, match="T >= 2"):
+        dl.cosine_log_snr_betas(1, 5.0, -5.0)
+
+
+def test_log_snr_range_for_levels_makes_rounding_x1_almost_always_right():
+    log_snr_max, log_snr_min = dl.log_snr_range_for_levels(17)
+    assert log_snr_max == pytest.approx(2 * math.log(64))  # noise 1/64 = (gap 1/8) / 2 / 4 at t = 1
+    assert log_snr_min == -10.0
+    # Monte Carlo: x_1 / sqrt(alpha_bar_1) = x_0 + noise / sqrt(SNR_1); rounding to the nearest level misses
+    # with probability 2 Phi(-4) = 6.3e-5 per value; 2e6 draws: mean 127 misses, 5 standard errors = +-56
+    levels = torch.linspace(-1, 1, 17, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x0 = levels[torch.randint(1, 16, (2_000_000,), generator=gen)]  # interior levels: two neighbours each
+    x1 = x0 + torch.randn(x0.shape, generator=gen, dtype=torch.float64) * math.exp(-log_snr_max / 2)
+    misses = (torch.round((x1 + 1) * 8) / 8 - 1 != x0).sum().item()
+    expected = 2_000_000 * math.erfc(4 / math.sqrt(2))
+    assert abs(misses - expected) < 5 * math.sqrt(expected)
