@@ -110,6 +110,8 @@ class DigitQuality:
     confidence: float  # mean top-class probability
     frechet: float  # FD to held-out half B, averaged over chunks of the images of half A's size
     frechet_floor: float  # FD of held-out half A to held-out half B: real vs real, same sizes
+    confidence_se: float = float("nan")  # standard error of the mean top-class probability
+    frechet_se: float = float("nan")  # from the spread over the chunks (nan with one chunk)
 
 
 @torch.no_grad()
@@ -117,8 +119,10 @@ def digit_quality(classifier, images, test, seed=0):
     """Judge raw images (N, 1, 8, 8) (intensities 0..16) against held-out real digits `test` (`Digits`).
 
     The held-out digits are split in two halves A and B (a permutation drawn with `seed`). FD compares
-    sets of equal size m = min(N, |A|) with B: the images in consecutive chunks of m (averaged), and the
-    floor A[:m]. Neither the classifier nor the diffusion model has seen A or B.
+    sets of equal size m = min(N, |A|) with B: the images, shuffled with `seed` (so that images ordered by
+    class, as a class-conditional sampler returns them, are not judged one class per chunk), in chunks of
+    m (averaged; the standard error from their spread), and the floor A[:m]. Neither the classifier nor
+    the diffusion model has seen A or B.
     """
     images = torch.as_tensor(images).double()
     if images.ndim != 4 or images.shape[1:] != test.images.shape[1:] or images.shape[0] < 2:
@@ -133,9 +137,12 @@ def digit_quality(classifier, images, test, seed=0):
     half_a, half_b = test.images[order[:len(test) // 2]], test.images[order[len(test) // 2:]]
     m = min(n, half_a.shape[0])
     reference = classifier.features(half_b)
-    features = classifier.features(images)
-    chunks = [frechet_distance(features[i:i + m], reference) for i in range(0, n - m + 1, m)]
+    shuffled = images[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))]
+    features = classifier.features(shuffled)
+    chunks = torch.tensor([frechet_distance(features[i:i + m], reference) for i in range(0, n - m + 1, m)])
+    top = probs.max(dim=1).values
     return DigitQuality(class_counts=counts.tolist(), class_tv=class_tv,
-                        confidence=float(probs.max(dim=1).values.mean()),
-                        frechet=sum(chunks) / len(chunks),
+                        confidence=float(top.mean()), confidence_se=float(top.std() / n ** 0.5),
+                        frechet=float(chunks.mean()),
+                        frechet_se=float(chunks.std() / len(chunks) ** 0.5) if len(chunks) > 1 else float("nan"),
                         frechet_floor=frechet_distance(classifier.features(half_a[:m]), reference))

@@ -203,3 +203,14 @@ def test_independent_pixel_baseline_against_a_direct_count(train, test):
     assert math.isclose(float(nll[0]), manual, rel_tol=1e-12)
     # below the uniform code (log 17 per pixel): the histogram knows the borders are blank
     assert float(nll.mean()) < 64 * math.log(DIGIT_LEVELS)
+
+
+def test_digit_quality_judges_images_ordered_by_class_like_mixed_ones(classifier, train, test):
+    # a class-conditional sampler returns its images by class: chunked in that order, each chunk of 180 would
+    # hold one or two classes and score far above the floor (over 400 against a floor of about 75 for the
+    # sorted training digits); shuffled first, they score as the real digits do (frechet / floor 0.99 +- 0.06
+    # over classifier seeds, see above: 2 floors is 16 standard deviations away)
+    by_class = train.images[train.labels.argsort(stable=True)]
+    quality = digit_quality(classifier, by_class, test)
+    assert quality.frechet < 2 * quality.frechet_floor
+    assert quality.frechet_se > 0 and 0 < quality.confidence_se < 0.02
