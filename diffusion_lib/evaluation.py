@@ -71,19 +71,19 @@ class NLLBound:
                 "L_0": float(self.decoder.mean())}
 
 
-def nll_bound(sched, model, scaling, x_raw, prediction="eps", var_type="fixed_small", generator=None, *,
+def nll_bound(sched, model, scaling, x_raw, prediction="eps", var="fixed_small", generator=None, *,
               progress=False, decoder="gaussian", levels=256, batch_size=None, variances=None):
     """The bound on -log p(x) for raw data x_raw (N, ...), over every t (not one random t): an NLLBound.
 
     decoder "gaussian": continuous data, a bound on the density in raw coordinates (L_0 gains
     D log(scale)); "discretized": data on `levels` values (the digits: 17), a bound on -log P(x), which
     no change of coordinates alters. batch_size splits x_raw to bound memory (all at once by default).
-    variances: the (T + 1,) per-t variances for var_type="optimal". The result keeps every example's
+    variances: the (T + 1,) per-t variances for var="optimal". The result keeps every example's
     value (for paired comparisons, see `paired_difference`) and every term per t (`.terms`).
     """
     x0 = scaling.to_model(torch.as_tensor(x_raw).double()).float()
     chunks = x0.split(batch_size or max(x0.shape[0], 1))
-    parts = [bound_terms(sched, model, chunk, prediction, var_type, decoder, generator, progress=progress,
+    parts = [bound_terms(sched, model, chunk, prediction, var, decoder, generator, progress=progress,
                          levels=levels, variances=variances)
              for chunk in chunks]
     terms = BoundTerms(prior=torch.cat([p.prior for p in parts]), steps=torch.cat([p.steps for p in parts], dim=1))

@@ -561,7 +561,7 @@ def check_vlb_term(student_vlb_term, *, seed=0, T=(10, 1000), schedules=SCHEDULE
 
 
 def _ancestral_reference(sched, xt, t, eps_pred, z):
-    step = p_mean_variance(sched, eps_pred, xt, t, prediction="eps", var_type="fixed_small")
+    step = p_mean_variance(sched, xt, t, eps_pred, prediction="eps", var="fixed_small")
     return step.mean + (step.var.sqrt() * z if t > 1 else 0.0)
 
 

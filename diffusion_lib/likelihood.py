@@ -100,7 +100,7 @@ def vlb_term(sched, x0, xt, t, model_mean, model_log_var, decoder="gaussian", le
     return torch.where(t_batch == 1, -sum_flat(log_lik), kl)
 
 
-def simple_loss_weight(sched, t, var_type="fixed_small"):
+def simple_loss_weight(sched, t, var="fixed_small"):
     """lambda_t with L_{t-1} = lambda_t E||eps - eps_theta||^2 (+ a constant) for a fixed variance sigma_t^2.
 
     lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))   [Ho20, Eq. 12]; the simple loss
@@ -108,12 +108,12 @@ def simple_loss_weight(sched, t, var_type="fixed_small"):
     Returns a float64 tensor shaped like t.
     """
     t = check_t(t, sched.T)
-    if var_type == "learned":
+    if var == "learned":
         raise ValueError("the weight needs a fixed variance: choose 'fixed_small' or 'fixed_large'")
     like = torch.zeros(max(t.numel(), 1), dtype=torch.float64)
-    var, _ = reverse_variance(sched, t.reshape(-1), like, var_type)
+    variance, _ = reverse_variance(sched, t.reshape(-1), like, var)
     beta, alpha, alpha_bar = (a[t] for a in (sched.beta, sched.alpha, sched.alpha_bar))
-    return beta ** 2 / (2 * var.reshape(t.shape) * alpha * (1 - alpha_bar))
+    return beta ** 2 / (2 * variance.reshape(t.shape) * alpha * (1 - alpha_bar))
 
 
 def bits_per_dim(nats, num_dims):

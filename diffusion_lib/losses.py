@@ -92,7 +92,7 @@ def training_losses(sched, model, x0, t, eps, loss="simple", prediction="eps", v
             return simple, None
     # the hybrid's bound term sees a detached mean, so it trains only the variance [ND21, Sec. 3.1]
     out_for_bound = out.detach() if loss == "hybrid" else out
-    step = p_mean_variance(sched, out_for_bound, xt, t, prediction, var, var_interp)
+    step = p_mean_variance(sched, xt, t, out_for_bound, prediction, var, var_interp)
     term = vlb_term(sched, x0, xt, t, step.mean, step.log_var)  # (B,) nats, float64
     bound = sched.T * term / D
     if loss == "vlb":

@@ -27,25 +27,25 @@ from .posterior import convert_prediction
 VARIANCES = ("fixed_small", "fixed_large", "learned", "optimal")
 
 
-def check_variance(var_type, variances=None):
-    """Raise a one-line ValueError unless var_type is one of VARIANCES with what it needs."""
-    if var_type not in VARIANCES:
-        raise ValueError(f"unknown var_type {var_type!r}; choose one of {VARIANCES}")
-    if var_type == "optimal" and variances is None:
-        raise ValueError('var_type="optimal" needs variances=dl.optimal_variance(sched, model, x0).var '
+def check_variance(var, variances=None):
+    """Raise a one-line ValueError unless var is one of VARIANCES with what it needs."""
+    if var not in VARIANCES:
+        raise ValueError(f"unknown var {var!r}; choose one of {VARIANCES}")
+    if var == "optimal" and variances is None:
+        raise ValueError('var="optimal" needs variances=dl.optimal_variance(sched, model, x0).var '
                          "(the per-t variances estimated from data)")
 
 
-def reverse_variance(sched, t, like, var_type="fixed_small", var_interp=None, variances=None):
+def reverse_variance(sched, t, like, var="fixed_small", var_interp=None, variances=None):
     """(var, log_var) of p_theta(x_{t-1} | x_t), broadcastable to `like` (B, ...).
 
-    var_interp (B, ...) is the network's interpolation value r, required for var_type="learned" [ND21, Eq. 15];
+    var_interp (B, ...) is the network's interpolation value r, required for var="learned" [ND21, Eq. 15];
     the paper leaves it unconstrained (r in [0, 1] stays between beta_tilde_t and beta_t).
     variances, a float64 (T + 1,) tensor of sigma_t^2 (slot 0 unused), is required for "optimal".
     """
-    check_variance(var_type, variances)
+    check_variance(var, variances)
     t = check_t(t, sched.T, like.shape[0])
-    if var_type == "optimal":
+    if var == "optimal":
         variances = torch.as_tensor(variances, dtype=torch.float64)
         if variances.shape != (sched.T + 1,) or not (variances[1:] > 0).all():
             raise ValueError(f"variances must be a positive (T + 1,) = ({sched.T + 1},) tensor, "
@@ -54,13 +54,13 @@ def reverse_variance(sched, t, like, var_type="fixed_small", var_interp=None, va
         return log_var.exp(), log_var
     log_small = gather(sched.log_beta_tilde_clipped, t, like)
     log_large = gather(sched.beta.log(), t, like)
-    if var_type == "fixed_small":
+    if var == "fixed_small":
         log_var = log_small
-    elif var_type == "fixed_large":
+    elif var == "fixed_large":
         log_var = log_large
     else:
         if var_interp is None:
-            raise ValueError('var_type="learned" needs the network\'s interpolation value var_interp')
+            raise ValueError('var="learned" needs the network\'s interpolation value var_interp')
         log_var = var_interp * log_large + (1 - var_interp) * log_small
     return log_var.exp(), log_var
 
@@ -93,33 +93,33 @@ class ReverseStep:
     x0: torch.Tensor  # (B, ...) predicted clean data
 
 
-def p_mean_variance(sched, output, xt, t, prediction="eps", var_type="fixed_small", var_interp=None, variances=None):
+def p_mean_variance(sched, xt, t, output, prediction="eps", var="fixed_small", var_interp=None, variances=None):
     """The Gaussian reverse step from a network output [Ho20, Eq. 1, 11; ND21, Eq. 15].
 
-    Args: output (B, ...) the network's prediction of `prediction` (one of posterior.PREDICTIONS); xt (B, ...);
-    t int or (B,) in 1..T; var_type one of VARIANCES; var_interp the interpolation value when learned;
-    variances the (T + 1,) per-t variances when "optimal".
+    Args (in the order of `posterior.convert_prediction`): xt (B, ...); t int or (B,) in 1..T; output (B, ...)
+    the network's prediction of `prediction` (one of posterior.PREDICTIONS); var one of VARIANCES; var_interp
+    the interpolation value when learned; variances the (T + 1,) per-t variances when "optimal".
     """
     eps, x0, mean = convert_prediction(sched, xt, t, output, prediction)
-    var, log_var = reverse_variance(sched, t, xt, var_type, var_interp, variances)
-    return ReverseStep(mean=mean, var=var, log_var=log_var, eps=eps, x0=x0)
+    variance, log_var = reverse_variance(sched, t, xt, var, var_interp, variances)
+    return ReverseStep(mean=mean, var=variance, log_var=log_var, eps=eps, x0=x0)
 
 
-def split_output(out, var_type):
-    """(prediction, var_interp) from a model's output: var_interp only for var_type "learned", else None."""
-    if var_type == "learned":
+def split_output(out, var):
+    """(prediction, var_interp) from a model's output: var_interp only for var "learned", else None."""
+    if var == "learned":
         if not isinstance(out, tuple):
-            raise ValueError('var_type="learned" needs a model that returns (prediction, var_interp)')
+            raise ValueError('var="learned" needs a model that returns (prediction, var_interp)')
         return out[0], out[1]
     return (out[0] if isinstance(out, tuple) else out), None
 
 
-def model_step(sched, model, xt, t, prediction="eps", var_type="fixed_small", variances=None):
+def model_step(sched, model, xt, t, prediction="eps", var="fixed_small", variances=None):
     """Call the model at (x_t, t) and turn its output into the reverse step p_theta(x_{t-1} | x_t).
 
-    variances: the (T + 1,) per-t variances for var_type="optimal" (see `reverse.reverse_variance`).
+    variances: the (T + 1,) per-t variances for var="optimal" (see `reverse.reverse_variance`).
     """
     if isinstance(t, int):
         t = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
-    out, var_interp = split_output(model(xt, t), var_type)
-    return p_mean_variance(sched, out, xt, t, prediction, var_type, var_interp, variances)
+    out, var_interp = split_output(model(xt, t), var)
+    return p_mean_variance(sched, xt, t, out, prediction, var, var_interp, variances)

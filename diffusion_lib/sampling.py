@@ -88,15 +88,15 @@ class StepCoefficients:
     log_large: list  # log beta_t, its upper end
 
 
-def step_coefficients(sched, prediction="eps", var_type="fixed_small", variances=None):
+def step_coefficients(sched, prediction="eps", var="fixed_small", variances=None):
     """The ancestral step's coefficients for every t, taken from `p_mean_variance` (float64)."""
-    check_variance(var_type, variances)
+    check_variance(var, variances)
     T = sched.T
     t = torch.arange(1, T + 1)
     zero, one = torch.zeros(T, 1, dtype=torch.float64), torch.ones(T, 1, dtype=torch.float64)
-    a = p_mean_variance(sched, zero, one, t, prediction).mean  # mean at x_t = 1, output = 0
-    b = p_mean_variance(sched, one, zero, t, prediction).mean  # mean at x_t = 0, output = 1
-    fixed = var_type if var_type in ("fixed_large", "optimal") else "fixed_small"
+    a = p_mean_variance(sched, one, t, zero, prediction).mean  # mean at x_t = 1, output = 0
+    b = p_mean_variance(sched, zero, t, one, prediction).mean  # mean at x_t = 0, output = 1
+    fixed = var if var in ("fixed_large", "optimal") else "fixed_small"
     _, log_var = reverse_variance(sched, t, zero, fixed, variances=variances)
     _, log_small = reverse_variance(sched, t, zero, "learned", var_interp=zero)
     _, log_large = reverse_variance(sched, t, zero, "learned", var_interp=one)
@@ -135,15 +135,15 @@ def _prediction_coefficients(sched, prediction):
 class _Network:
     """The model's output at (x_t, t), counted, and its x0_hat and eps_hat as affine maps of (x_t, output)."""
 
-    def __init__(self, sched, model, n, prediction, var_type, device=None):
+    def __init__(self, sched, model, n, prediction, var, device=None):
         self.x0_a, self.x0_b, self.eps_a, self.eps_b = _prediction_coefficients(sched, prediction)
-        self.model, self.var_type, self.calls = model, var_type, 0
+        self.model, self.var, self.calls = model, var, 0
         self.t_batch = torch.empty(n, dtype=torch.int64, device=device)
 
     def __call__(self, x, t):
         """(output, var_interp) of the model at (x, t); var_interp is the learned variance's r, or None."""
         self.calls += 1
-        return split_output(self.model(x, self.t_batch.fill_(t)), self.var_type)
+        return split_output(self.model(x, self.t_batch.fill_(t)), self.var)
 
     def x0_eps(self, x, t):
         """(x0_hat, eps_hat) at (x, t)."""
@@ -154,7 +154,7 @@ class _Network:
 class _Ancestral:
     """Algorithm 2 on the visited steps, with the variance of `reverse.reverse_variance` [Ho20; ND21, Sec. 4]."""
 
-    def __init__(self, sched, timesteps, prediction, var_type, variances, eta):
+    def __init__(self, sched, timesteps, prediction, var, variances, eta):
         if eta is not None:
             raise ValueError('eta is a parameter of sampler="ddim" (eta = 1 is the ancestral step)')
         kept = timesteps[::-1]
@@ -164,18 +164,18 @@ class _Ancestral:
         else:
             coef_sched = respaced_schedule(sched, kept)
             self.index = {t: k for k, t in enumerate(kept, start=1)}
-            if var_type == "optimal":  # sample_loop has checked that variances are given
+            if var == "optimal":  # sample_loop has checked that variances are given
                 variances = _respaced_variances(sched, coef_sched, kept, variances)
         if coef_sched is sched:
-            self.coef = step_coefficients(sched, prediction, var_type, variances)
+            self.coef = step_coefficients(sched, prediction, var, variances)
         else:
             # the network's output means x0_hat at its own t (a mu output is the mean of the *original* step):
             # the respaced mean is the respaced posterior mean a'_k x_t + b'_k x0_hat [Ho20, Eq. 7]
-            self.coef = step_coefficients(coef_sched, "x0", var_type, variances)
+            self.coef = step_coefficients(coef_sched, "x0", var, variances)
             x0_a, x0_b, _, _ = _prediction_coefficients(sched, prediction)
             for k, t in enumerate(kept, start=1):
                 self.coef.a[k], self.coef.b[k] = self.coef.a[k] + self.coef.b[k] * x0_a[t], self.coef.b[k] * x0_b[t]
-        self.learned = var_type == "learned"
+        self.learned = var == "learned"
 
     def step(self, net, x, t, s, noise):
         out, r = net(x, t)
@@ -194,7 +194,7 @@ class _Ancestral:
 class _DDIM:
     """x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - s_t^2) eps_hat + s_t z [SME21, Eq. 12, 16]."""
 
-    def __init__(self, sched, timesteps, prediction, var_type, variances, eta):
+    def __init__(self, sched, timesteps, prediction, var, variances, eta):
         eta = 0.0 if eta is None else eta
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
             raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM), got {eta!r}")
@@ -217,7 +217,7 @@ class _DDIM:
 class _ODE:
     """Shared by the probability-flow ODE solvers: sigma_t = sqrt((1 - ab_t) / ab_t) and sqrt(ab_t)."""
 
-    def __init__(self, sched, timesteps, prediction, var_type, variances, eta):
+    def __init__(self, sched, timesteps, prediction, var, variances, eta):
         if eta is not None:
             raise ValueError('eta is a parameter of sampler="ddim"; the ODE samplers are deterministic')
         ab = sched.alpha_bar
@@ -274,15 +274,15 @@ class _DPMSolver(_ODE):
 _STEPPERS = {"ancestral": _Ancestral, "ddim": _DDIM, "euler": _Euler, "heun": _Heun, "dpm_solver": _DPMSolver}
 
 
-def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, *, data_shape=(2,),
+def sample_loop(sched, model, n, prediction="eps", var="fixed_small", generator=None, *, data_shape=(2,),
                 x_T=None, progress=False, variances=None, sampler="ancestral", steps=None, spacing=None, eta=None,
                 lambda_min="auto", label=None, guidance=0.0):
     """Every sampler as one generator: yields (t, x_t) for the visited t = t_K, ..., t_1 and finally (0, x_0).
 
     Args: model a callable model(xt, t) (see `reverse.model_step`); n the number of samples; prediction one of
-    PREDICTIONS; var_type the reverse variance of the ancestral sampler (VARIANCES; the others ignore a
+    PREDICTIONS; var the reverse variance of the ancestral sampler (VARIANCES; the others ignore a
     learned variance's var_interp); generator a torch.Generator for x_{t_K} and every z (same state, same samples);
-    x_T optional start (n, *data_shape); variances the (T + 1,) per-t variances for var_type="optimal";
+    x_T optional start (n, *data_shape); variances the (T + 1,) per-t variances for var="optimal";
     sampler one of SAMPLERS; steps the number of visited steps (None: every step); spacing one of
     respacing.SPACINGS (None: the sampler's default); eta DDIM's noise in [0, 1]; lambda_min see `sampling_plan`;
     label a class (int, or (n,) labels) for a class-conditional network, sampled with classifier-free guidance of
@@ -294,7 +294,7 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
-    check_variance(var_type, variances)
+    check_variance(var, variances)
     if label is not None:
         model = guided(model, label, guidance)
     elif guidance:
@@ -307,9 +307,9 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
         if sampler in ("euler", "heun"):
             raise ValueError(f"{sampler} works on x / sqrt(alpha_bar), infinite at zero terminal SNR: start below T "
                              "with lambda_min, or use ancestral, ddim or dpm_solver")
-    stepper = _STEPPERS[sampler](sched, plan.timesteps, prediction, var_type, variances, eta)
+    stepper = _STEPPERS[sampler](sched, plan.timesteps, prediction, var, variances, eta)
     device = model_device(model)
-    net = _Network(sched, model, n, prediction, var_type, device)
+    net = _Network(sched, model, n, prediction, var, device)
     pairs = progress_bar(list(zip(plan.timesteps, plan.timesteps[1:] + [0])), progress,
                          f"sampling ({sampler}, {plan.nfe} NFE)")
 
@@ -325,27 +325,27 @@ def sample_loop(sched, model, n, prediction="eps", var_type="fixed_small", gener
     assert net.calls == plan.nfe, (net.calls, plan.nfe)
 
 
-def sample(sched, model, n, prediction="eps", var_type="fixed_small", generator=None, *, data_shape=(2,),
+def sample(sched, model, n, prediction="eps", var="fixed_small", generator=None, *, data_shape=(2,),
            progress=False, variances=None, x_T=None, **sampler_args):
     """x_0 from `sample_loop` (Algorithm 2 by default): a float32 (n, *data_shape) tensor in model coordinates.
 
     sampler_args: sampler, steps, spacing, eta, lambda_min, label, guidance (see `sample_loop`).
     """
-    for _, x in sample_loop(sched, model, n, prediction, var_type, generator, data_shape=data_shape, x_T=x_T,
+    for _, x in sample_loop(sched, model, n, prediction, var, generator, data_shape=data_shape, x_T=x_T,
                             progress=progress, variances=variances, **sampler_args):
         pass
     return x
 
 
-def sample_data(sched, model, scaling, n, prediction="eps", var_type="fixed_small", generator=None, *,
+def sample_data(sched, model, scaling, n, prediction="eps", var="fixed_small", generator=None, *,
                 progress=False, data_shape=(2,), variances=None, x_T=None, **sampler_args):
     """n samples mapped back to raw data coordinates with `scaling.to_data`: float64 (n, *data_shape), on the CPU."""
-    x0 = sample(sched, model, n, prediction, var_type, generator, data_shape=data_shape, progress=progress,
+    x0 = sample(sched, model, n, prediction, var, generator, data_shape=data_shape, progress=progress,
                 variances=variances, x_T=x_T, **sampler_args)
     return scaling.to_data(x0.cpu().double())
 
 
-def ddim_invert(sched, model, x0, prediction="eps", steps=None, spacing=None, lambda_min="auto", var_type="fixed_small"):
+def ddim_invert(sched, model, x0, prediction="eps", steps=None, spacing=None, lambda_min="auto", var="fixed_small"):
     """Deterministic DDIM run backwards: x_0 -> x_{t_K}, the start from which DDIM (eta = 0) returns to x_0.
 
     x_t = sqrt(ab_t) x0_hat + sqrt(1 - ab_t) eps_hat with the network evaluated at the previous, less noisy
@@ -353,7 +353,7 @@ def ddim_invert(sched, model, x0, prediction="eps", steps=None, spacing=None, la
     Same plan arguments as `sampling_plan(sched, "ddim", ...)`. Returns float32 x_{t_K} (B, ...).
     """
     plan = sampling_plan(sched, "ddim", steps, spacing, lambda_min)
-    net = _Network(sched, model, x0.shape[0], prediction, var_type, x0.device)
+    net = _Network(sched, model, x0.shape[0], prediction, var, x0.device)
     ab = sched.alpha_bar.tolist()
     up = plan.timesteps[::-1]
     with torch.inference_mode():

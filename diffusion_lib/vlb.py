@@ -45,17 +45,17 @@ class BoundTerms:
 
 
 @torch.no_grad()
-def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", decoder="gaussian",
+def bound_terms(sched, model, x0, prediction="eps", var="fixed_small", decoder="gaussian",
                 generator=None, *, progress=False, levels=256, variances=None):
     """Every term of the bound for each example, one x_t ~ q(x_t | x_0) per example and step.
 
     Unlike the training loss (one random t per example) this visits all t = 1..T, so it is the
     estimate to report. decoder and levels choose L_0 (see `likelihood.vlb_term`). Returns BoundTerms
-    (float64, nats). variances: the (T + 1,) per-t variances for var_type="optimal".
+    (float64, nats). variances: the (T + 1,) per-t variances for var="optimal".
     """
     from .reverse import check_variance
     check_data("x0", x0)
-    check_variance(var_type, variances)
+    check_variance(var, variances)
     steps = torch.empty(sched.T, x0.shape[0], dtype=torch.float64)
     ts = progress_bar(range(1, sched.T + 1), progress, "bound over t")
     device = model_device(model)
@@ -66,7 +66,7 @@ def bound_terms(sched, model, x0, prediction="eps", var_type="fixed_small", deco
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
         t_batch = torch.full((x0.shape[0],), t, dtype=torch.int64)
         xt = q_sample(sched, x0, t_batch, eps)
-        step = model_step(sched, model, xt.to(device), t_batch.to(device), prediction, var_type, variances)
+        step = model_step(sched, model, xt.to(device), t_batch.to(device), prediction, var, variances)
         steps[t - 1] = vlb_term(sched, x0, xt, t_batch, step.mean.cpu(), step.log_var.cpu(), decoder, levels)
     return BoundTerms(prior=prior_kl(sched, x0), steps=steps)
 
@@ -105,11 +105,11 @@ def gaussian_entropy(data_var, num_dims):
     return 0.5 * num_dims * math.log(2 * math.pi * math.e * data_var)
 
 
-def gaussian_bound_exact(sched, data_var, num_dims, var_type="fixed_small"):
+def gaussian_bound_exact(sched, data_var, num_dims, var="fixed_small"):
     """The expected bound terms for data x_0 ~ N(0, data_var I) and its exact denoiser, in closed form.
 
     With s^2 = data_var, r_t = Var(x_0 | x_t) = s^2 (1 - alpha_bar_t) / (alpha_bar_t s^2 + 1 - alpha_bar_t),
-    c_t the x_0 coefficient of mu_tilde_t [Ho20, Eq. 7] and sigma_t^2 the reverse variance of `var_type`
+    c_t the x_0 coefficient of mu_tilde_t [Ho20, Eq. 7] and sigma_t^2 the reverse variance of `var`
     ("optimal": sigma_t^2 = beta_tilde_t + c_t^2 r_t, and r_1 at t = 1 [Bao22]), each term is num_dims times
         E[L_T]     = 1/2 (alpha_bar_T s^2 - alpha_bar_T - log(1 - alpha_bar_T))
         E[L_{t-1}] = 1/2 (log(sigma_t^2 / beta_tilde_t) + (beta_tilde_t + c_t^2 r_t) / sigma_t^2 - 1),  t >= 2
@@ -121,20 +121,20 @@ def gaussian_bound_exact(sched, data_var, num_dims, var_type="fixed_small"):
 
     if not (math.isfinite(data_var) and data_var > 0):
         raise ValueError(f"data_var must be a positive finite variance, got {data_var!r}")
-    if var_type not in ("fixed_small", "fixed_large", "optimal"):
+    if var not in ("fixed_small", "fixed_large", "optimal"):
         raise ValueError("the exact bound needs a variance that does not depend on a network: "
-                         f"'fixed_small', 'fixed_large' or 'optimal', got {var_type!r}")
+                         f"'fixed_small', 'fixed_large' or 'optimal', got {var!r}")
     t = torch.arange(1, sched.T + 1)
     alpha_bar = sched.alpha_bar[t]
     r = data_var * (1 - alpha_bar) / (alpha_bar * data_var + 1 - alpha_bar)
-    variances = gaussian_optimal_variance(sched, data_var) if var_type == "optimal" else None
-    var, log_var = reverse_variance(sched, t, torch.zeros(sched.T, 1, dtype=torch.float64), var_type,
-                                    variances=variances)
-    var, log_var = var[:, 0], log_var[:, 0]
+    variances = gaussian_optimal_variance(sched, data_var) if var == "optimal" else None
+    variance, log_var = reverse_variance(sched, t, torch.zeros(sched.T, 1, dtype=torch.float64), var,
+                                         variances=variances)
+    variance, log_var = variance[:, 0], log_var[:, 0]
     # t >= 2 only: beta_tilde_1 = 0, and the term at t = 1 is the decoder L_0, not a KL
     beta_tilde, c = sched.beta_tilde[t][1:], sched.posterior_coef_x0[t][1:]
-    kl = 0.5 * (log_var[1:] - beta_tilde.log() + (beta_tilde + c ** 2 * r[1:]) / var[1:] - 1)
-    decoder = 0.5 * (math.log(2 * math.pi) + log_var[:1] + r[:1] / var[:1])
+    kl = 0.5 * (log_var[1:] - beta_tilde.log() + (beta_tilde + c ** 2 * r[1:]) / variance[1:] - 1)
+    decoder = 0.5 * (math.log(2 * math.pi) + log_var[:1] + r[:1] / variance[:1])
     alpha_bar_T = sched.alpha_bar[-1]
     prior = 0.5 * (alpha_bar_T * data_var - alpha_bar_T - torch.log1p(-alpha_bar_T))
     steps = num_dims * torch.cat([decoder, kl])

@@ -29,13 +29,13 @@ def beta_tilde(betas):
     return [math.nan] + [(1 - ab[t - 1]) / (1 - ab[t]) * betas[t - 1] for t in range(1, len(betas) + 1)]
 
 
-def reverse_var(betas, t, var_type):
+def reverse_var(betas, t, var):
     """sigma_t^2 of the reverse step p(x_{t-1} | x_t).
 
     "fixed_large": beta_t. "fixed_small": beta_tilde_t, except at t = 1 where beta_tilde_1 = 0 and the
     convention (improved-diffusion's `posterior_log_variance_clipped`) is beta_tilde_2.
     """
-    if var_type == "fixed_large":
+    if var == "fixed_large":
         return betas[t - 1]
     bt = beta_tilde(betas)
     return bt[2] if t == 1 else bt[t]
@@ -59,7 +59,7 @@ def improved_diffusion_cosine_betas(T, max_beta=0.999):
     return [min(1 - abar((i + 1) / T) / abar(i / T), max_beta) for i in range(T)]
 
 
-def gaussian_expected_bound(betas, data_var, num_dims, var_type):
+def gaussian_expected_bound(betas, data_var, num_dims, var):
     """E[L_T + sum_{t>=2} L_{t-1} + L_0] in nats for data x_0 ~ N(0, s^2 I), s^2 = data_var, and the
     exact reverse mean mu(x_t) = E[x_{t-1} | x_t] (what an exact eps-predictor gives).
 
@@ -79,11 +79,11 @@ def gaussian_expected_bound(betas, data_var, num_dims, var_type):
     for t in range(1, T + 1):
         r = data_var * (1 - ab[t]) / (ab[t] * data_var + 1 - ab[t])
         c = math.sqrt(ab[t - 1]) * betas[t - 1] / (1 - ab[t])
-        var = reverse_var(betas, t, var_type)
+        variance = reverse_var(betas, t, var)
         if t == 1:
-            total += 0.5 * (math.log(2 * math.pi * var) + r / var)
+            total += 0.5 * (math.log(2 * math.pi * variance) + r / variance)
         else:
-            total += 0.5 * (math.log(var / bt[t]) + (bt[t] + c ** 2 * r) / var - 1)
+            total += 0.5 * (math.log(variance / bt[t]) + (bt[t] + c ** 2 * r) / variance - 1)
     return num_dims * total
 
 

@@ -233,7 +233,7 @@ MISTAKES = [
      "def my_memorising_x0(sched, xt, t, train_x0):\n    return dl.memorising_x0(xt, t, sched, train_x0)", 0),
     ("mistakes", "07_vlb_vs_simple_loss", "hybrid_loss", "no detach: the bound's term moves the mean too",
      "def my_hybrid_loss(model, sched, x0, t, eps):\n    xt = dl.q_sample(sched, x0, t, eps)\n    eps_pred, r = model(xt, t)\n"
-     "    step = dl.p_mean_variance(sched, eps_pred, xt, t, prediction='eps', var_type='learned', var_interp=r)\n"
+     "    step = dl.p_mean_variance(sched, xt, t, eps_pred, prediction='eps', var='learned', var_interp=r)\n"
      "    term = dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)\n"
      "    return ((eps - eps_pred).pow(2).mean(dim=1) + 0.001 * sched.T * term / x0.shape[1]).mean()", 0),
     ("mistakes", "07_vlb_vs_simple_loss", "importance_weights", "weights p_t where 1 / (T p_t) belongs",

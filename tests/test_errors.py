@@ -62,7 +62,7 @@ WITH_T = {
     "mu_from_x0": lambda t: dl.mu_from_x0(SCHED, points(), t, points()),
     "x0_from_mu": lambda t: dl.x0_from_mu(SCHED, points(), t, points()),
     "reverse_variance": lambda t: dl.reverse_variance(SCHED, t, points()),
-    "p_mean_variance": lambda t: dl.p_mean_variance(SCHED, points(), points(), t),
+    "p_mean_variance": lambda t: dl.p_mean_variance(SCHED, points(), t, points()),
     "vlb_term": lambda t: dl.vlb_term(SCHED, points(), points(), t, points(), points()),
     "simple_loss_weight": lambda t: dl.simple_loss_weight(SCHED, t),
 }
@@ -149,23 +149,23 @@ def test_discretized_decoder_needs_data_in_minus_one_one():
 
 
 # ---------------------------------------------------------------------------------------------------
-# the choices the notebooks compare: prediction, var_type, decoder
+# the choices the notebooks compare: prediction, var, decoder
 
 def test_unknown_prediction():
     with pytest.raises(ValueError, match=r"unknown prediction 'epsilon'; choose one of \('eps', 'x0', 'mu', 'v'\)"):
         dl.convert_prediction(SCHED, points(), 1, points(), "epsilon")
     with pytest.raises(ValueError, match="unknown prediction 'velocity'"):
-        dl.p_mean_variance(SCHED, points(), points(), 1, prediction="velocity")
+        dl.p_mean_variance(SCHED, points(), 1, points(), prediction="velocity")
     with pytest.raises(ValueError, match="unknown prediction 'score'"):
         dl.bound_terms(SCHED, dl.gaussian_data_denoiser(SCHED, 1.0), points(), prediction="score")
 
 
-def test_unknown_var_type():
-    msg = r"unknown var_type 'fixed'; choose one of \('fixed_small', 'fixed_large', 'learned', 'optimal'\)"
+def test_unknown_var():
+    msg = r"unknown var 'fixed'; choose one of \('fixed_small', 'fixed_large', 'learned', 'optimal'\)"
     with pytest.raises(ValueError, match=msg):
         dl.reverse_variance(SCHED, 1, points(), "fixed")
     with pytest.raises(ValueError, match=msg):
-        dl.p_mean_variance(SCHED, points(), points(), 1, var_type="fixed")
+        dl.p_mean_variance(SCHED, points(), 1, points(), var="fixed")
     with pytest.raises(ValueError, match=msg):
         dl.simple_loss_weight(SCHED, 1, "fixed")
     # the simple-loss weight exists only for a fixed variance
@@ -182,13 +182,13 @@ def test_unknown_decoder():
 
 
 def test_learned_variance_needs_var_interp():
-    with pytest.raises(ValueError, match="var_type=\"learned\" needs the network's interpolation value var_interp"):
+    with pytest.raises(ValueError, match="var=\"learned\" needs the network's interpolation value var_interp"):
         dl.reverse_variance(SCHED, 1, points(), "learned")
-    with pytest.raises(ValueError, match="var_type=\"learned\" needs the network's interpolation value var_interp"):
-        dl.p_mean_variance(SCHED, points(), points(), 1, var_type="learned")
+    with pytest.raises(ValueError, match="var=\"learned\" needs the network's interpolation value var_interp"):
+        dl.p_mean_variance(SCHED, points(), 1, points(), var="learned")
     # a model that returns only its prediction cannot drive a learned variance
-    with pytest.raises(ValueError, match=r"var_type=\"learned\" needs a model that returns \(prediction, var_interp\)"):
-        dl.model_step(SCHED, lambda xt, t: torch.zeros_like(xt), points(), 1, var_type="learned")
+    with pytest.raises(ValueError, match=r"var=\"learned\" needs a model that returns \(prediction, var_interp\)"):
+        dl.model_step(SCHED, lambda xt, t: torch.zeros_like(xt), points(), 1, var="learned")
 
 
 def test_two_sample_test_needs_permutations():

@@ -287,7 +287,7 @@ def _mixture_memorising(sched, xt, t, centres, s2):  # s2 ignored
 def _hybrid_parts(model, sched, x0, t, eps, detach=True):
     xt = dl.q_sample(sched, x0, t, eps)
     eps_pred, r = model(xt, t)
-    step = dl.p_mean_variance(sched, eps_pred.detach() if detach else eps_pred, xt, t, "eps", "learned", r)
+    step = dl.p_mean_variance(sched, xt, t, eps_pred.detach() if detach else eps_pred, "eps", "learned", r)
     return (eps - eps_pred).pow(2).mean(dim=1), dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)
 
 
@@ -304,7 +304,7 @@ def _hybrid_no_d(model, sched, x0, t, eps):
 def _hybrid_variance_detached_too(model, sched, x0, t, eps):  # the bound trains nothing at all
     xt = dl.q_sample(sched, x0, t, eps)
     eps_pred, r = model(xt, t)
-    step = dl.p_mean_variance(sched, eps_pred.detach(), xt, t, "eps", "learned", r.detach())
+    step = dl.p_mean_variance(sched, xt, t, eps_pred.detach(), "eps", "learned", r.detach())
     term = dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)
     return ((eps - eps_pred).pow(2).mean(dim=1) + 0.001 * sched.T * term / x0.shape[1]).mean()
 
@@ -857,7 +857,7 @@ def test_bound_weight_is_the_kl_of_the_two_means():
         x0, eps = torch.randn(5, 3, generator=gen, dtype=torch.float64), torch.randn(5, 3, generator=gen, dtype=torch.float64)
         eps_pred = eps + 0.3 * torch.randn(5, 3, generator=gen, dtype=torch.float64)
         xt = dl.q_sample(sched, x0, t, eps)
-        step = dl.p_mean_variance(sched, eps_pred, xt, t, "eps", "fixed_small")
+        step = dl.p_mean_variance(sched, xt, t, eps_pred, "eps", "fixed_small")
         kl = dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var)
         mse = (eps - eps_pred).pow(2).mean(dim=1)
         assert torch.allclose(advanced._bound_weight_reference(sched, t, mse, 3), kl, rtol=1e-8), name
@@ -934,7 +934,7 @@ def test_ddim_step_is_the_ancestral_step_at_eta_1_and_euler_at_eta_0():
         sched = dl.make_schedule(name, 100)
         for t in (1, 2, 37, 100):
             x_t, eps, z = (torch.randn(4, 2, generator=gen, dtype=torch.float64) for _ in range(3))
-            step = dl.p_mean_variance(sched, eps, x_t, t, prediction="eps", var_type="fixed_small")
+            step = dl.p_mean_variance(sched, x_t, t, eps, prediction="eps", var="fixed_small")
             ancestral = step.mean + (step.var.sqrt() * z if t > 1 else 0.0)
             assert torch.allclose(advanced.ddim_step(sched, x_t, t, t - 1, eps, 1.0, z), ancestral, rtol=1e-9, atol=1e-9)
             s = t // 3

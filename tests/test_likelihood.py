@@ -155,8 +155,8 @@ def test_vlb_term_discretized_decoder(randn):
     assert (terms >= 0).all()
 
 
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large"])
-def test_simple_loss_weight_turns_the_step_term_into_a_noise_mse(sched, var_type, randn):
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large"])
+def test_simple_loss_weight_turns_the_step_term_into_a_noise_mse(sched, var, randn):
     # [Ho20, Eq. 12]: with a fixed variance sigma_t^2, L_{t-1} = lambda_t ||eps - eps_theta||^2 + C_t,
     # and C_t does not depend on eps_theta. Two different eps_theta must leave the same C_t, at every t
     # (t = 1 too, where the term is the Gaussian decoder L_0). The constants are also known:
@@ -166,8 +166,8 @@ def test_simple_loss_weight_turns_the_step_term_into_a_noise_mse(sched, var_type
     t = torch.arange(1, T + 1)
     x0, eps = randn(T, D), randn(T, D)
     xt = dl.q_sample(sched, x0, t, eps)
-    _, log_var = dl.reverse_variance(sched, t, x0, var_type)
-    weight = dl.simple_loss_weight(sched, t, var_type)
+    _, log_var = dl.reverse_variance(sched, t, x0, var)
+    weight = dl.simple_loss_weight(sched, t, var)
     assert weight.shape == (T,)
     constants = []
     for _ in range(2):
@@ -182,11 +182,11 @@ def test_simple_loss_weight_turns_the_step_term_into_a_noise_mse(sched, var_type
     bt = ref.beta_tilde(betas)
     known = []
     for s in range(1, T + 1):
-        var = ref.reverse_var(betas, s, var_type)
+        variance = ref.reverse_var(betas, s, var)
         if s == 1:
-            known.append(D / 2 * math.log(2 * math.pi * var))
+            known.append(D / 2 * math.log(2 * math.pi * variance))
         else:
-            known.append(D / 2 * (math.log(var / bt[s]) + bt[s] / var - 1))
+            known.append(D / 2 * (math.log(variance / bt[s]) + bt[s] / variance - 1))
     known = torch.tensor(known, dtype=torch.float64)
     assert ((constants[0] - known).abs() / scale).max() < 1e-9
 

@@ -67,7 +67,7 @@ def test_the_mlp_fulfils_the_library_model_contract():
     sched = dl.make_schedule("cosine", 10)
     torch.manual_seed(0)
     model = MLP(hidden=(8,), emb_dim=4, learn_var=True)
-    terms = dl.bound_terms(sched, model, torch.randn(6, 2), var_type="learned",
+    terms = dl.bound_terms(sched, model, torch.randn(6, 2), var="learned",
                            generator=torch.Generator().manual_seed(0))
     assert terms.steps.shape == (10, 6) and torch.isfinite(terms.total).all()
     assert math.isfinite(float(terms.total.mean()))

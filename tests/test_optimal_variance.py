@@ -38,9 +38,9 @@ def test_each_term_is_smallest_at_the_optimal_variance():
     model = dl.gaussian_data_denoiser(sched, 2.0)  # the denoiser of the wrong data variance: an imperfect mean
     x0 = gaussian_data(500, 0.5).float()
 
-    def mean_terms(var_type, variances=None):
+    def mean_terms(var, variances=None):
         gen = torch.Generator().manual_seed(3)
-        return dl.bound_terms(sched, model, x0, var_type=var_type, generator=gen, variances=variances).steps.mean(dim=1)
+        return dl.bound_terms(sched, model, x0, var=var, generator=gen, variances=variances).steps.mean(dim=1)
 
     opt = dl.optimal_variance(sched, model, x0, generator=torch.Generator().manual_seed(3))
     best = mean_terms("optimal", opt.var)
@@ -57,9 +57,9 @@ def test_optimal_bound_by_sampling_matches_its_closed_form():
     model = dl.gaussian_data_denoiser(sched, data_var)
     variances = dl.gaussian_optimal_variance(sched, data_var)
     x0 = gaussian_data(20_000, data_var, seed=5)
-    terms = dl.bound_terms(sched, model, x0, var_type="optimal", generator=torch.Generator().manual_seed(6),
+    terms = dl.bound_terms(sched, model, x0, var="optimal", generator=torch.Generator().manual_seed(6),
                            variances=variances)
-    exact = dl.gaussian_bound_exact(sched, data_var, 2, var_type="optimal")
+    exact = dl.gaussian_bound_exact(sched, data_var, 2, var="optimal")
     se = terms.total.std() / math.sqrt(x0.shape[0])
     assert abs(float(terms.total.mean() - exact.total)) < 5 * float(se)
 
@@ -81,7 +81,7 @@ def test_sampler_and_bound_take_the_optimal_variances():
     coef = dl.step_coefficients(sched, "eps", "optimal", variances)
     assert coef.std[1:] == pytest.approx(variances[1:].sqrt().tolist())
     with pytest.raises(ValueError, match=r"needs variances=dl.optimal_variance"):
-        dl.sample(sched, lambda x, t: x, 4, var_type="optimal")
+        dl.sample(sched, lambda x, t: x, 4, var="optimal")
     with pytest.raises(ValueError, match=r"positive \(T \+ 1,\)"):
         dl.reverse_variance(sched, 3, torch.zeros(2, 2), "optimal", variances=variances[:5])
 

@@ -13,17 +13,17 @@ def test_fixed_variances_are_beta_tilde_and_beta(sched):
     betas = sched.beta[1:].tolist()
     t = torch.arange(1, sched.T + 1)
     like = torch.zeros(sched.T, 2, dtype=torch.float64)
-    for var_type in ("fixed_small", "fixed_large"):
+    for var in ("fixed_small", "fixed_large"):
         # reference: beta_t for fixed_large; beta_tilde_t for fixed_small, beta_tilde_2 at t = 1 (where
         # beta_tilde_1 = 0 has no log), written out in reference.reverse_var
-        expected = torch.tensor([ref.reverse_var(betas, s, var_type) for s in range(1, sched.T + 1)],
+        expected = torch.tensor([ref.reverse_var(betas, s, var) for s in range(1, sched.T + 1)],
                                 dtype=torch.float64).reshape(-1, 1)
-        var, log_var = dl.reverse_variance(sched, t, like, var_type)
-        assert var.shape == (sched.T, 1)  # broadcastable to (B, D)
-        torch.testing.assert_close(var, expected, rtol=1e-9, atol=0, msg=var_type)
+        variance, log_var = dl.reverse_variance(sched, t, like, var)
+        assert variance.shape == (sched.T, 1)  # broadcastable to (B, D)
+        torch.testing.assert_close(variance, expected, rtol=1e-9, atol=0, msg=var)
         # the log-variance is carried beside the variance and must be its log, finite at t = 1 too
         assert torch.isfinite(log_var).all()
-        torch.testing.assert_close(log_var, expected.log(), rtol=1e-9, atol=1e-12, msg=var_type)
+        torch.testing.assert_close(log_var, expected.log(), rtol=1e-9, atol=1e-12, msg=var)
 
 
 def test_learned_variance_interpolates_between_the_two_ends(sched):
@@ -43,8 +43,8 @@ def test_learned_variance_interpolates_between_the_two_ends(sched):
 
 
 @pytest.mark.parametrize("prediction", dl.PREDICTIONS)
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large", "learned"])
-def test_p_mean_variance_from_each_parameterisation(prediction, var_type, randn):
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large", "learned"])
+def test_p_mean_variance_from_each_parameterisation(prediction, var, randn):
     # the reverse mean from a network that predicts eps, x0 or mu is the same mu_theta [Ho20, Eq. 11]:
     # mu = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t), written here from the paper
     sched = dl.make_schedule("linear", 100)
@@ -55,13 +55,13 @@ def test_p_mean_variance_from_each_parameterisation(prediction, var_type, randn)
     mu = (xt - b / (1 - ab).sqrt() * eps) / (1 - b).sqrt()
     x0 = (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
     output = {"eps": eps, "x0": x0, "mu": mu, "v": ab.sqrt() * eps - (1 - ab).sqrt() * x0}[prediction]
-    v = torch.full_like(xt, 0.3) if var_type == "learned" else None
-    step = dl.p_mean_variance(sched, output, xt, t, prediction, var_type, v)
+    v = torch.full_like(xt, 0.3) if var == "learned" else None
+    step = dl.p_mean_variance(sched, xt, t, output, prediction, var, v)
     torch.testing.assert_close(step.mean, mu, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(step.eps, eps, rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(step.x0, x0, rtol=1e-9, atol=1e-10)
-    var, log_var = dl.reverse_variance(sched, t, xt, var_type, v)
-    assert torch.equal(step.var, var) and torch.equal(step.log_var, log_var)
+    variance, log_var = dl.reverse_variance(sched, t, xt, var, v)
+    assert torch.equal(step.var, variance) and torch.equal(step.log_var, log_var)
 
 
 def test_model_step_calls_the_model_with_a_batch_of_t(randn):
@@ -73,11 +73,11 @@ def test_model_step_calls_the_model_with_a_batch_of_t(randn):
         return torch.zeros_like(xt), torch.ones_like(xt)  # (eps, v)
 
     xt = randn(3, 2)
-    step = dl.model_step(sched, model, xt, 4, var_type="learned")
+    step = dl.model_step(sched, model, xt, 4, var="learned")
     assert seen[0].dtype == torch.int64 and seen[0].tolist() == [4, 4, 4]
     # v = 1: the learned variance is beta_4; eps = 0: the mean is x_t / sqrt(alpha_4)
     torch.testing.assert_close(step.var, sched.beta[4].expand(3, 2), rtol=1e-12, atol=0)
     torch.testing.assert_close(step.mean, xt / math.sqrt(sched.alpha[4]), rtol=1e-12, atol=0)
     # with a fixed variance a (prediction, var_interp) tuple is accepted and var_interp ignored
-    step = dl.model_step(sched, model, xt, 4, var_type="fixed_small")
+    step = dl.model_step(sched, model, xt, 4, var="fixed_small")
     torch.testing.assert_close(step.var, sched.beta_tilde[4].reshape(1, 1).expand(3, 1), rtol=1e-12, atol=0)

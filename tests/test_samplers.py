@@ -134,11 +134,11 @@ def test_respaced_ancestral_sampling_equals_the_wrapped_respaced_schedule():
     def learned(xt, t):
         return eps_net(xt, t), torch.tanh(xt[:, :1]) + 0.5  # v leaves [0, 1] at times
 
-    for model, var_type in ((eps_net, "fixed_small"), (eps_net, "fixed_large"), (learned, "learned")):
-        a = dl.sample(sched, model, 100, var_type=var_type, steps=11, lambda_min=None,
+    for model, var in ((eps_net, "fixed_small"), (eps_net, "fixed_large"), (learned, "learned")):
+        a = dl.sample(sched, model, 100, var=var, steps=11, lambda_min=None,
                       generator=torch.Generator().manual_seed(2))
-        b = dl.sample(r.sched, r.wrap(model), 100, var_type=var_type, generator=torch.Generator().manual_seed(2))
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), var_type
+        b = dl.sample(r.sched, r.wrap(model), 100, var=var, generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), var
 
 
 def test_respaced_optimal_variance_matches_its_gaussian_closed_form():
@@ -236,8 +236,8 @@ def test_bad_sampler_arguments_get_one_line_errors():
         with pytest.raises(ValueError, match=message) as err:
             dl.sample(sched, model, 3, **kwargs)
         assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match='var_type="optimal" needs variances'):
-        dl.sample(sched, model, 3, var_type="optimal", steps=5)
+    with pytest.raises(ValueError, match='var="optimal" needs variances'):
+        dl.sample(sched, model, 3, var="optimal", steps=5)
 
 
 def test_zero_terminal_snr_rescaling_follows_lin24():

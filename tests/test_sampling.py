@@ -8,18 +8,18 @@ from diffusion_lib.sampling import sample, sample_data, sample_loop, step_coeffi
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "mu"])
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large"])
-def test_precomputed_step_equals_p_mean_variance(prediction, var_type):
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large"])
+def test_precomputed_step_equals_p_mean_variance(prediction, var):
     sched = dl.make_schedule("cosine", 50)
-    coef = step_coefficients(sched, prediction, var_type)
-    defaults = (prediction, var_type) == ("eps", "fixed_small")  # both functions' defaults: check them too
+    coef = step_coefficients(sched, prediction, var)
+    defaults = (prediction, var) == ("eps", "fixed_small")  # both functions' defaults: check them too
     assert not defaults or step_coefficients(sched) == coef
     gen = torch.Generator().manual_seed(0)
     xt, out = torch.randn(6, 2, generator=gen, dtype=torch.float64), torch.randn(6, 2, generator=gen, dtype=torch.float64)
     for t in (1, 2, 17, 50):
-        step = dl.p_mean_variance(sched, out, xt, t, prediction, var_type)
+        step = dl.p_mean_variance(sched, xt, t, out, prediction, var)
         assert torch.allclose(coef.a[t] * xt + coef.b[t] * out, step.mean, rtol=1e-10, atol=1e-12)
-        assert not defaults or torch.equal(dl.p_mean_variance(sched, out, xt, t).mean, step.mean)
+        assert not defaults or torch.equal(dl.p_mean_variance(sched, xt, t, out).mean, step.mean)
         assert abs(coef.std[t] ** 2 - float(step.var)) < 1e-12 * max(1.0, float(step.var))
 
 
@@ -29,8 +29,8 @@ def test_learned_variance_at_the_ends_is_the_fixed_variance():
     base = lambda xt, t: 0.1 * xt  # noqa: E731
     for v, fixed in ((0.0, "fixed_small"), (1.0, "fixed_large")):
         learned = lambda xt, t, v=v: (0.1 * xt, torch.full_like(xt, v))  # noqa: E731
-        a = sample(sched, learned, 64, var_type="learned", generator=torch.Generator().manual_seed(5))
-        b = sample(sched, base, 64, var_type=fixed, generator=torch.Generator().manual_seed(5))
+        a = sample(sched, learned, 64, var="learned", generator=torch.Generator().manual_seed(5))
+        b = sample(sched, base, 64, var=fixed, generator=torch.Generator().manual_seed(5))
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -62,8 +62,8 @@ def test_exact_denoiser_recovers_gaussian_data_between_the_two_variances():
     sched = dl.make_schedule("linear", 1000)
     model = dl.gaussian_data_denoiser(sched, s2)
     se = s2 * (2 / n) ** 0.5
-    small = sample(sched, model, n, var_type="fixed_small", generator=torch.Generator().manual_seed(0))
-    large = sample(sched, model, n, var_type="fixed_large", generator=torch.Generator().manual_seed(0))
+    small = sample(sched, model, n, var="fixed_small", generator=torch.Generator().manual_seed(0))
+    large = sample(sched, model, n, var="fixed_large", generator=torch.Generator().manual_seed(0))
     var_small, var_large = small.double().var(dim=0), large.double().var(dim=0)
     assert torch.all(var_small < s2 + 5 * se) and torch.all(var_large > s2 - 5 * se)
     assert torch.all((var_small - s2).abs() < 0.1 * s2) and torch.all((var_large - s2).abs() < 0.1 * s2)
@@ -80,5 +80,5 @@ def test_sample_data_maps_back_to_raw_coordinates():
 
 
 def test_unknown_variance_is_refused():
-    with pytest.raises(ValueError, match="unknown var_type 'huge'"):
-        step_coefficients(dl.make_schedule("cosine", 10), var_type="huge")
+    with pytest.raises(ValueError, match="unknown var 'huge'"):
+        step_coefficients(dl.make_schedule("cosine", 10), var="huge")

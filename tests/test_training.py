@@ -69,7 +69,7 @@ def test_simple_and_vlb_losses_are_the_defined_quantities():
     assert none is None
     assert torch.allclose(simple, (eps - 0.5 * xt).pow(2).mean(dim=1))
     vlb, term = training_losses(sched, model, x0, t, eps, "vlb")
-    step = dl.p_mean_variance(sched, 0.5 * xt, xt, t)
+    step = dl.p_mean_variance(sched, xt, t, 0.5 * xt)
     assert torch.allclose(term, dl.vlb_term(sched, x0, xt, t, step.mean, step.log_var))
     assert torch.allclose(vlb, 20 * term / 2)  # T L_{t-1} / D
 

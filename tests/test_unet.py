@@ -126,11 +126,11 @@ def test_the_diffusion_code_runs_unchanged_on_images():
     for loss in dl.LOSSES:
         losses, _ = dl.training_losses(sched, model, x0, t, eps, loss, var="learned")
         assert losses.shape == (4,) and torch.isfinite(losses).all()
-    x = dl.sample(sched, model, 3, var_type="learned", data_shape=(1, 8, 8),
+    x = dl.sample(sched, model, 3, var="learned", data_shape=(1, 8, 8),
                   generator=torch.Generator().manual_seed(0))
     assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
     q = torch.round((x0 + 1) * 8) / 8 - 1  # on the 17 levels
-    terms = dl.bound_terms(sched, model, q, var_type="learned", decoder="discretized", levels=17)
+    terms = dl.bound_terms(sched, model, q, var="learned", decoder="discretized", levels=17)
     assert terms.steps.shape == (20, 4) and torch.isfinite(terms.total).all()
 
 

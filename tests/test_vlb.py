@@ -48,7 +48,7 @@ def roll_examples():
 
 
 @functools.lru_cache(maxsize=None)
-def direct_elbo(name, var_type):
+def direct_elbo(name, var):
     """-log p(x_{0:T}) + log q(x_{1:T} | x_0) per example, from one full chain x_1..x_T per example.
 
     Written from the definitions, without the library's bound code: the chain by q_step, and every
@@ -73,23 +73,23 @@ def direct_elbo(name, var_type):
         b = betas[t - 1]
         eps = model(xs[t], torch.full((ELBO_EXAMPLES,), t))
         mu = (xs[t] - b / math.sqrt(1 - ab[t]) * eps) / math.sqrt(1 - b)
-        sigma = math.sqrt(ref.reverse_var(betas, t, var_type))
+        sigma = math.sqrt(ref.reverse_var(betas, t, var))
         log_p = log_p + Normal(mu, sigma).log_prob(xs[t - 1]).sum(dim=1)
     return -log_p + log_q
 
 
 @pytest.mark.parametrize("prediction", dl.PREDICTIONS)
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large"])
 @pytest.mark.parametrize("name", dl.SCHEDULES)
-def test_bound_terms_match_a_direct_elbo_estimate(name, var_type, prediction):
+def test_bound_terms_match_a_direct_elbo_estimate(name, var, prediction):
     # Two unbiased estimates of the same expectation: the direct one from whole chains, and the sum
     # of the bound's terms (one x_t per step, with KLs in closed form). Their averages over 20 000
     # roll points must agree within 5 standard errors of the difference. Both use the same x_0, so
     # that SE comes from the per-example differences: it carries the noise of both estimates.
     sched = dl.make_schedule(name, ELBO_T)
-    direct = direct_elbo(name, var_type)
+    direct = direct_elbo(name, var)
     terms = dl.bound_terms(sched, wrapped_model(sched, prediction), roll_examples(), prediction=prediction,
-                           var_type=var_type, generator=torch.Generator().manual_seed(2))
+                           var=var, generator=torch.Generator().manual_seed(2))
     diff = direct - terms.total
     se = float(diff.std()) / math.sqrt(ELBO_EXAMPLES)
     assert abs(float(diff.mean())) < 5 * se, (float(direct.mean()), float(terms.total.mean()), se)
@@ -115,12 +115,12 @@ def test_learned_variance_at_its_ends_gives_the_fixed_bounds(randn):
     sched = dl.make_schedule("linear", 100)
     base = eps_model(sched)
     x0 = randn(64, 2)
-    for v, var_type in ((0.0, "fixed_small"), (1.0, "fixed_large")):
+    for v, var in ((0.0, "fixed_small"), (1.0, "fixed_large")):
         def model(xt, t, v=v):
             return base(xt, t), torch.full_like(xt, v)
 
-        learned = dl.bound_terms(sched, model, x0, var_type="learned", generator=torch.Generator().manual_seed(4))
-        fixed = dl.bound_terms(sched, base, x0, var_type=var_type, generator=torch.Generator().manual_seed(4))
+        learned = dl.bound_terms(sched, model, x0, var="learned", generator=torch.Generator().manual_seed(4))
+        fixed = dl.bound_terms(sched, base, x0, var=var, generator=torch.Generator().manual_seed(4))
         torch.testing.assert_close(learned.steps, fixed.steps, rtol=1e-10, atol=1e-10)
 
 
@@ -160,12 +160,12 @@ GAUSSIAN_EXAMPLES = {10: 20_000, 100: 4_000, 1000: 500}
 
 
 @functools.lru_cache(maxsize=None)
-def gaussian_bound_sample(name, T, var_type):
+def gaussian_bound_sample(name, T, var):
     """bound_terms(...).total per example for x_0 ~ N(0, DATA_VAR I) and its exact denoiser, (n,) nats."""
     sched = dl.make_schedule(name, T)
     gen = torch.Generator().manual_seed(T)
     x0 = math.sqrt(DATA_VAR) * torch.randn(GAUSSIAN_EXAMPLES[T], DIMS, generator=gen, dtype=torch.float64)
-    terms = dl.bound_terms(sched, dl.gaussian_data_denoiser(sched, DATA_VAR), x0, var_type=var_type, generator=gen)
+    terms = dl.bound_terms(sched, dl.gaussian_data_denoiser(sched, DATA_VAR), x0, var=var, generator=gen)
     return terms.total
 
 
@@ -173,19 +173,19 @@ def mean_and_se(sample):
     return float(sample.mean()), float(sample.std()) / math.sqrt(sample.numel())
 
 
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large"])
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large"])
 @pytest.mark.parametrize("T", SIZES)
 @pytest.mark.parametrize("name", ["linear", "cosine"])
-def test_gaussian_bound_matches_its_closed_form(name, T, var_type):
+def test_gaussian_bound_matches_its_closed_form(name, T, var):
     # For Gaussian data every expected term has a closed form (derived in
     # reference.gaussian_expected_bound from the joint Gaussian of x_0 and x_t). The sampled bound
     # must average to it within 5 standard errors.
     sched = dl.make_schedule(name, T)
-    expected = ref.gaussian_expected_bound(sched.beta[1:].tolist(), DATA_VAR, DIMS, var_type)
-    mean, se = mean_and_se(gaussian_bound_sample(name, T, var_type))
+    expected = ref.gaussian_expected_bound(sched.beta[1:].tolist(), DATA_VAR, DIMS, var)
+    mean, se = mean_and_se(gaussian_bound_sample(name, T, var))
     assert abs(mean - expected) < 5 * se, (mean, expected, se)
     # the library's own closed form (used by the notebooks) agrees with the reference derivation
-    exact = float(dl.gaussian_bound_exact(sched, DATA_VAR, DIMS, var_type).total[0])
+    exact = float(dl.gaussian_bound_exact(sched, DATA_VAR, DIMS, var).total[0])
     assert exact == pytest.approx(expected, rel=1e-10)
 
 
@@ -254,11 +254,11 @@ def test_gaussian_bound_exact_shapes_and_parts(sched):
     assert torch.allclose(terms.total, terms.prior + terms.decoder + terms.diffusion)
 
 
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large"])
-def test_gaussian_bound_exact_is_above_the_entropy(sched, var_type):
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large"])
+def test_gaussian_bound_exact_is_above_the_entropy(sched, var):
     # the bound on E[-log p(x_0)] can never beat the data's entropy
     for data_var in (0.01, 0.25, 4.0):
-        total = float(dl.gaussian_bound_exact(sched, data_var, 2, var_type).total[0])
+        total = float(dl.gaussian_bound_exact(sched, data_var, 2, var).total[0])
         assert total >= dl.gaussian_entropy(data_var, 2) - 1e-9
 
 
@@ -286,16 +286,16 @@ def test_gaussian_bound_exact_prior_matches_prior_kl_on_average(sched, randn):
 
 @pytest.mark.parametrize("name", dl.SCHEDULES)
 @pytest.mark.parametrize("T", [10, pytest.param(100, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("var_type", ["fixed_small", "fixed_large"])
-def test_gaussian_bound_exact_matches_sampled_bound_terms(name, T, var_type, randn):
+@pytest.mark.parametrize("var", ["fixed_small", "fixed_large"])
+def test_gaussian_bound_exact_matches_sampled_bound_terms(name, T, var, randn):
     # the closed form against the general Monte Carlo estimator with the exact denoiser, term by term,
     # within 5 standard errors over the examples
     sched = dl.make_schedule(name, T)
     data_var, n = 0.25, 2000
     x0 = math.sqrt(data_var) * randn(n, 2)
     model = dl.gaussian_data_denoiser(sched, data_var)
-    sampled = dl.bound_terms(sched, model, x0, var_type=var_type, generator=randn.generator)
-    exact = dl.gaussian_bound_exact(sched, data_var, 2, var_type)
+    sampled = dl.bound_terms(sched, model, x0, var=var, generator=randn.generator)
+    exact = dl.gaussian_bound_exact(sched, data_var, 2, var)
     for part in ("prior", "decoder", "diffusion", "total"):
         values = getattr(sampled, part)
         se = float(values.std()) / math.sqrt(n)
