@@ -81,6 +81,7 @@ def load_checkpoint(path, schedule=None, T=None, device="cpu"):
         raise CheckpointError(f"{path} has config fields this version does not know: {sorted(unknown)}")
     raw = dict(state["config"])
     raw["hidden"] = tuple(raw.get("hidden", TrainConfig.hidden))
+    raw["fourier_features"] = tuple(raw.get("fourier_features", ()))
     if raw.get("betas") is not None:
         raw["betas"] = tuple(raw["betas"])
     config = TrainConfig(**raw)

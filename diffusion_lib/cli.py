@@ -133,6 +133,9 @@ def build_parser():
     train.add_argument("--no-scale-shift", action="store_true",
                        help="add the time embedding instead of AdaGN scale-shift (digits, resnet blocks)")
     train.add_argument("--no-attention", action="store_true", help="no U-Net self-attention (digits)")
+    train.add_argument("--fourier-features", type=int, nargs="*", default=[], metavar="N",
+                       help="U-Net input features sin, cos(2^N pi x_t), e.g. 3 4 5 (digits; 4: the period of the "
+                            "level gap)")
     train.add_argument("--conditional", action="store_true",
                        help="train on the class labels for classifier-free guidance (data sets with classes: digits)")
     train.add_argument("--label-drop", type=_probability, default=DEFAULTS.label_drop,
@@ -242,6 +245,7 @@ def cmd_train(args):
                              ema=args.ema, importance_sampling=args.importance_sampling,
                              hidden=tuple(args.hidden), width=args.width, block=args.block,
                              scale_shift=not args.no_scale_shift, attention=not args.no_attention,
+                             fourier_features=tuple(args.fourier_features),
                              device=args.device, conditional=args.conditional,
                              label_drop=args.label_drop).validate()
         resolve_device(config.device)

@@ -167,6 +167,7 @@ class DigitsData(DataSet):
 
         return UNet(self.data_shape[0], config.width, block=config.block, scale_shift=config.scale_shift,
                     attention=config.attention, learn_var=config.var == "learned",
+                    fourier_features=config.fourier_features,
                     num_classes=self.num_classes if config.conditional else None)
 
     def output(self, x_raw):

@@ -152,3 +152,21 @@ def test_image_tiles_and_plots():
     fig = dl.plotting.plot_image_strip({"t = 1": images[:2], "t = 2": images[2:4]}, suptitle="strip")
     assert [a.get_title() for a in fig.axes] == ["t = 1", "t = 2"]
     plt.close("all")
+
+
+def test_fourier_inputs_repeat_with_the_level_gap_and_reach_the_network():
+    from diffusion_lib.unet import fourier_inputs
+
+    x = torch.linspace(-1, 1, 17, dtype=torch.float64).reshape(1, 1, 1, 17)  # the 17 digit levels, gap 1/8
+    features = fourier_inputs(x, (3, 4))
+    assert features.shape == (1, 5, 1, 17) and torch.equal(features[:, :1], x)
+    # n = 4 has the period of the gap: every level gives the same sin and cos; n = 3 alternates over two levels
+    assert torch.allclose(features[:, 2], features[:, 2, :, :1].expand(1, 1, 17), atol=1e-12)
+    assert torch.allclose(features[:, 4], torch.ones(1, 1, 17, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(features[:, 3, :, ::2], torch.ones(1, 1, 9, dtype=torch.float64), atol=1e-12)
+    # between two levels the n = 4 features differ from their value at the levels: x_t's offset is visible
+    half = fourier_inputs(x[..., :1] + 1 / 16, (4,))
+    assert float(half[0, 2, 0, 0]) == pytest.approx(-1.0)
+    net = dl.UNet(1, width=8, fourier_features=(3, 4))
+    assert net.stem.in_channels == 5 and net(torch.zeros(2, 1, 8, 8), torch.tensor([1, 5])).shape == (2, 1, 8, 8)
+    assert torch.equal(fourier_inputs(x, ()), x)
