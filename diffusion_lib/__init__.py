@@ -52,7 +52,7 @@ from .vlb import (
 # the reverse process: models, training (Algorithm 1), sampling (Algorithm 2), evaluation
 from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .devices import DEVICES, model_device, resolve_device
-from .data_registry import DATASETS, DataSet, get_data_set, register_data_set
+from .data_registry import DATASETS, DataSet, get_data_set, pool_seed, register_data_set
 from .roll_density import nearest_on_roll, swiss_roll_entropy, swiss_roll_log_density
 from .evaluation import (
     NLLBound,

@@ -311,16 +311,15 @@ def _plan(ckpt, args):
         raise CLIError(f"--steps: {err}") from None
 
 
-def _sample(ckpt, n, seed, var, quiet, variances=None, args=None):
+def _sample(ckpt, args, variances=None):
+    """args.n samples (raw coordinates) with the sampler, variance, label and guidance the command line asks for."""
     cfg = ckpt.config
-    generator = torch.Generator().manual_seed(seed)
-    sampler_args = {} if args is None else {"sampler": args.sampler, "steps": args.steps, "spacing": args.spacing,
-                                             "eta": args.eta, "label": getattr(args, "label", None),
-                                             "guidance": getattr(args, "guidance", 0.0)}
+    generator = torch.Generator().manual_seed(args.seed)
     try:
-        x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, n, cfg.prediction, var or cfg.var, generator,
-                        progress=not quiet, data_shape=get_data_set(cfg.data).data_shape, variances=variances,
-                        **sampler_args)
+        x = sample_data(ckpt.sched, ckpt.model, ckpt.scaling, args.n, cfg.prediction, args.var or cfg.var, generator,
+                        progress=not args.quiet, data_shape=get_data_set(cfg.data).data_shape, variances=variances,
+                        sampler=args.sampler, steps=args.steps, spacing=args.spacing, eta=args.eta, label=args.label,
+                        guidance=args.guidance)
     except ValueError as err:  # a label for an unconditional run, a class out of range, guidance without a label
         raise CLIError(str(err)) from None
     if not torch.isfinite(x).all():
@@ -334,7 +333,7 @@ def cmd_sample(args):
     plan = _plan(ckpt, args)
     variances = variances_for(ckpt, args.var, args.var_n, args.seed, progress=not args.quiet)
     start = time.perf_counter()
-    x = _sample(ckpt, args.n, args.seed, args.var, args.quiet, variances, args)
+    x = _sample(ckpt, args, variances)
     seconds = time.perf_counter() - start
     x = get_data_set(ckpt.config.data).output(x).numpy()  # discrete data: the nearest of its values
     write_atomic(args.out, lambda f: np.save(f, x))

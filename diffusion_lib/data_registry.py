@@ -38,13 +38,18 @@ class DataSet:
         (examples, labels (N,) int64)."""
         raise NotImplementedError
 
+    def labelled_pool(self, config, round):
+        """(examples, labels or None) of training pool `round`: one shape for data with and without classes."""
+        pool = self.training_pool(config, round)
+        return pool if isinstance(pool, tuple) else (pool, None)
+
     def held_out(self, n, config, seed):
         """At most n raw examples that no model trained on: the NLL bound is scored on these."""
         raise NotImplementedError
 
     def variance_data(self, n, config, seed):
         """n raw examples that the bound is not scored on, for the optimal variance (`optimal_variance`)."""
-        return self.training_pool(config, round=10_000 + seed)[:n]
+        return self.labelled_pool(config, round=10_000 + seed)[0][:n]
 
     def build_model(self, config):
         """The untrained default network for this data set (an MLP for points)."""
@@ -56,7 +61,7 @@ class DataSet:
         """Samples in raw coordinates as `sample` writes them (discrete data: rounded to its values)."""
         return x_raw
 
-    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False):
         """(rows, result): lines to print and JSON entries beyond the bound's (`scorecard.evaluate`), for raw
         samples, the bound's held-out examples x_eval and its summary; run is a Trainer or a Checkpoint."""
         if exact_nll:
@@ -98,7 +103,7 @@ class SwissRollData(DataSet):
         from .roll import swiss_roll
 
         # 2^16 fresh points per round: the net keeps seeing new data
-        return swiss_roll(max(2 ** 16, config.batch_size), config.noise, seed=_pool_seed(config, round))
+        return swiss_roll(max(2 ** 16, config.batch_size), config.noise, seed=pool_seed(config, round))
 
     def held_out(self, n, config, seed):
         from .roll import swiss_roll
@@ -110,7 +115,7 @@ class SwissRollData(DataSet):
 
         return swiss_roll(n, config.noise, seed=3_000_000 + seed)
 
-    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False):
         from .roll_density import swiss_roll_entropy
         from .evaluation import sample_metrics
         from .exact_likelihood import ode_nll
@@ -151,7 +156,7 @@ class DigitsData(DataSet):
     def training_pool(self, config, round):
         # the training split shuffled: one epoch (or more, for batches larger than the split) per round
         train = self._split("train")
-        generator = torch.Generator().manual_seed(_pool_seed(config, round))
+        generator = torch.Generator().manual_seed(pool_seed(config, round))
         n = len(train)
         order = torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-config.batch_size // n))])
         return train.images[order], train.labels[order]
@@ -175,7 +180,7 @@ class DigitsData(DataSet):
 
         return quantize(x_raw)  # the nearest of the 17 intensities
 
-    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False):
         from .digit_quality import classifier_accuracy, digit_quality, train_classifier
 
         if exact_nll:
@@ -201,7 +206,7 @@ def _digits_split(split):
     return load_digits(split)
 
 
-def _pool_seed(config, round):
+def pool_seed(config, round):
     """The seed of training pool `round`: (seed * 1_000_003 + round) mod 2^32, so a run reproduces."""
     return (config.seed * 1_000_003 + round) % 2 ** 32
 

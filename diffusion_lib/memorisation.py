@@ -119,8 +119,7 @@ class FixedTrainingSet(DataSet):
 
     def examples(self, config):
         """The n raw training examples (n, *data_shape) (a labelled base's labels are dropped: unconditional)."""
-        pool = self.base.training_pool(config, 0)
-        pool = pool[0] if isinstance(pool, tuple) else pool
+        pool = self.base.labelled_pool(config, 0)[0]
         if pool.shape[0] < self.n:
             raise ValueError(f"{self.base.name}'s pool holds {pool.shape[0]} examples, fewer than n = {self.n}")
         return pool[:self.n]
@@ -129,11 +128,11 @@ class FixedTrainingSet(DataSet):
         return self.base.scaling(config)
 
     def training_pool(self, config, round):
-        from .data_registry import _pool_seed
+        from .data_registry import pool_seed
 
         x = self.examples(config)
         repeats = -(-max(2 ** 16, config.batch_size) // self.n)
-        generator = torch.Generator().manual_seed(_pool_seed(config, round))
+        generator = torch.Generator().manual_seed(pool_seed(config, round))
         return x.repeat(repeats, *([1] * (x.ndim - 1)))[torch.randperm(repeats * self.n, generator=generator)]
 
     def held_out(self, n, config, seed):
@@ -148,5 +147,5 @@ class FixedTrainingSet(DataSet):
     def output(self, x_raw):
         return self.base.output(x_raw)
 
-    def evaluate(self, ckpt, samples, x_eval, bound, seed=0, exact_nll=False, quiet=True):
-        return self.base.evaluate(ckpt, samples, x_eval, bound, seed=seed, exact_nll=exact_nll, quiet=quiet)
+    def evaluate(self, run, samples, x_eval, bound, seed=0, exact_nll=False):
+        return self.base.evaluate(run, samples, x_eval, bound, seed=seed, exact_nll=exact_nll)

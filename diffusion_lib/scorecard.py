@@ -71,7 +71,7 @@ def evaluate(run, n=5000, nll_n=2000, seed=0, var=None, var_n=2000, sampler="anc
     bound = nll_bound(run.sched, model, run.scaling, x_eval, cfg.prediction, var, torch.Generator().manual_seed(seed),
                       progress=progress, decoder=data_set.decoder, levels=data_set.levels or 256,
                       batch_size=data_set.bound_batch_size, variances=variances).summary()
-    rows, extra = data_set.evaluate(run, samples, x_eval, bound, seed=seed, exact_nll=exact_nll, quiet=not progress)
+    rows, extra = data_set.evaluate(run, samples, x_eval, bound, seed=seed, exact_nll=exact_nll)
     result = {"data": cfg.data, "schedule": cfg.schedule, "T": cfg.T, "loss": cfg.loss,
               "prediction": cfg.prediction, "var": var, "train_steps": getattr(run, "step", None),
               "sampler": plan.sampler, "steps": len(plan.timesteps), "nfe": plan.nfe, "spacing": plan.spacing,

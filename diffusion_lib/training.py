@@ -201,8 +201,7 @@ class Trainer:
 
     def _labelled_pool(self, round):
         """(examples in model coordinates, labels (N,) int64 or None) of pool `round`."""
-        pool = self.data_set.training_pool(self.config, round)
-        examples, labels = pool if isinstance(pool, tuple) else (pool, None)
+        examples, labels = self.data_set.labelled_pool(self.config, round)
         return self.scaling.to_model(examples).float(), labels
 
     def next_batch(self):

@@ -88,3 +88,27 @@ def test_the_built_in_data_sets_keep_their_pools():
     assert torch.equal(labels.bincount(), dl.load_digits("train").labels.bincount())
     assert pool.shape == train.shape and torch.equal(pool.sort(dim=0).values, train.sort(dim=0).values)
     assert not torch.equal(pool, train)
+
+
+class LabelledMoons(TwoMoons):
+    """The two moons with their labels (which moon): a data set with classes, using the default variance_data."""
+
+    name, num_classes = "labelled_moons", 2
+
+    def training_pool(self, config, round):
+        points, labels = make_moons(4096, noise=0.05, random_state=(config.seed * 1_000_003 + round) % 2 ** 32)
+        return torch.from_numpy(points), torch.from_numpy(labels)
+
+
+def test_labelled_pool_has_one_shape_for_data_with_and_without_classes():
+    config = dl.TrainConfig(seed=3)
+    plain, labelled = TwoMoons(), LabelledMoons()
+    x, labels = plain.labelled_pool(config, 0)
+    assert labels is None and torch.equal(x, plain.training_pool(config, 0))
+    x, labels = labelled.labelled_pool(config, 0)
+    assert torch.equal(x, plain.training_pool(config, 0)) and labels.shape == (4096,) and set(labels.tolist()) == {0, 1}
+    # the default variance data are examples (not an (examples, labels) pair) for both
+    for data_set in (plain, labelled):
+        v = data_set.variance_data(10, config, seed=0)
+        assert torch.is_tensor(v) and v.shape == (10, 2)
+    assert dl.pool_seed(config, 7) == (3 * 1_000_003 + 7) % 2 ** 32
