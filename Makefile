@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 # the recipe of data/digits_unet.pt (notebook 10)
-DIGITS_RECIPE := --data digits --prediction eps --schedule cosine --T 1000 --width 16 --block resnet --batch-size 128 --lr 2e-3 \
-	--steps 6000 --seed 0 --quiet
+# (the schedule: the cosine cut to the 17 levels, dl.cosine_log_snr_betas(1000, *dl.log_snr_range_for_levels(17)))
+DIGITS_RECIPE := --data digits --prediction eps --betas build/digits_levels_betas.npy --width 16 --block resnet \
+	--fourier-features 3 4 --conditional --label-drop 0.2 --batch-size 128 --lr 2e-3 --steps 12000 --seed 0 --quiet
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 # two pytest-xdist workers, one OpenMP thread each; conftest.py says which tests stay together on one worker
 PYTEST_XDIST := -n 2
@@ -37,6 +38,8 @@ bench: venv
 
 ## maintainers: the digits checkpoint and U-Net variants table in data/ (notebook 10; see data/README.md)
 digits-checkpoint: venv
+	mkdir -p build && $(BIN)/python -c "import numpy, diffusion_lib as dl; numpy.save('build/digits_levels_betas.npy', \
+		dl.cosine_log_snr_betas(1000, *dl.log_snr_range_for_levels(dl.DIGIT_LEVELS)).numpy())"
 	OMP_NUM_THREADS=2 $(BIN)/python -m diffusion_lib train $(DIGITS_RECIPE) --out build/digits_unet --force
 	cp build/digits_unet/model.pt data/digits_unet.pt
 	cd data && sha256sum digits_unet.pt

@@ -9,9 +9,9 @@ the cosine schedule cut to the 17 levels, T = 1000, eps, conditional with label 
 (the plain cosine of [ND21], the starting point), no Fourier features, or the U-Net's block (ConvNeXt) or time
 embedding (added instead of AdaGN).
     train ... --seed S --steps N
-    evaluate --n 360 --nll-n 360 --var V --var-n 360 --sampler dpm_solver --steps 25 --seed S
+    evaluate --n 360 --nll-n 180 --var V --var-n 180 --sampler dpm_solver --steps 25 --seed S
 with V = fixed_small and optimal for the two schedules, optimal for the U-Net variants: bits/dim (with standard
-error) on the 360 held-out digits, the quality of 360 samples. ms_per_step: 50 optimiser steps timed in one process
+error) on 180 held-out digits, the quality of 360 samples. ms_per_step: 50 optimiser steps timed in one process
 after 5 warm-up steps; train_s: the wall clock the CLI reports. Both need an otherwise idle machine
 (OMP_NUM_THREADS=2). After regenerating data/digits_variants.csv, update data/checksums.sha256.
 """
@@ -110,14 +110,15 @@ def main():
             timing = f"{ms_per_step(ckpt.config):.0f}"
             for var in variances:
                 result_path = os.path.join(run, f"eval_{var}.json")
-                cli("evaluate", "--run", run, "--n", "360", "--nll-n", "360", "--var", var, "--var-n", "360",
+                cli("evaluate", "--run", run, "--n", "360", "--nll-n", "180", "--var", var, "--var-n", "180",
                     "--sampler", "dpm_solver", "--steps", "25", "--seed", str(seed), "--quiet", "--json", result_path,
                     "--force")
                 with open(result_path) as f:
                     result = json.load(f)
-                bits_se = result["nll_bound_se"] / (64 * 0.6931471805599453)
+                bits_se = dl.bits_per_dim(result["nll_bound_se"], 64)
                 rows.append({"variant": name, "schedule": schedule, "block": block, "width": width,
-                             "scale_shift": scale_shift, "fourier": " ".join(map(str, fourier)), "seed": seed, "params": params, "steps": args.steps,
+                             "scale_shift": scale_shift, "fourier": " ".join(map(str, fourier)), "seed": seed,
+                             "params": params, "steps": args.steps,
                              "train_s": f"{seconds:.0f}", "ms_per_step": timing, "var": var,
                              "bits_per_dim": f"{result['nll_bound_bpd']:.3f}", "bits_per_dim_se": f"{bits_se:.3f}",
                              "frechet": f"{result['frechet']:.1f}", "frechet_se": f"{result['frechet_se']:.1f}",

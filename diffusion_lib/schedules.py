@@ -178,13 +178,13 @@ def make_schedule(name, T):
 
 
 def cosine_log_snr_betas(T, log_snr_max, log_snr_min):
-    """The cosine schedule written in log-SNR and cut at chosen ends [Hg23, Sec. 3; Kingma21, Sec. 5.1].
+    """The cosine schedule written in log-SNR and cut at chosen ends [Hg23; Kingma21].
 
     The cosine schedule without its offset s has log SNR(u) = -2 log tan(u pi / 2) for u in [0, 1], from +inf
     to -inf. Cut to [log_snr_min, log_snr_max]: log SNR(u) = -2 log tan(a + u (b - a)) with
     a = atan(exp(-log_snr_max / 2)), b = atan(exp(-log_snr_min / 2)), at u = (t - 1) / (T - 1), so that
     SNR_1 = exp(log_snr_max) and SNR_T = exp(log_snr_min) exactly; alpha_bar_t = sigmoid(log SNR_t).
-    In continuous time the bound depends on the schedule only through these two ends [Kingma21, Eq. 19]:
+    In continuous time the bound depends on the schedule only through these two ends [Kingma21]:
     they are the choice that matters for likelihood (`log_snr_range_for_levels` picks them for discrete data).
     """
     if T < 2:
@@ -205,7 +205,7 @@ def log_snr_range_for_levels(levels, data_range=2.0, rounding_sigmas=4.0, log_sn
     gap between levels, gap = data_range / (levels - 1), so that rounding x_1 recovers x_0 except with
     probability 2 Phi(-rounding_sigmas) per value (6e-5 at 4): the decoder L_0 is then almost free, and no
     step is spent on noise far below the gap, where every e-fold of SNR costs up to D/2 nats unless the
-    network rounds exactly [Kingma21, Sec. 5]. At t = T, SNR_T = exp(log_snr_min) leaves alpha_bar_T ~ 4.5e-5
+    network rounds exactly [Kingma21]. At t = T, SNR_T = exp(log_snr_min) leaves alpha_bar_T ~ 4.5e-5
     (at -10): the prior term L_T is then about D alpha_bar_T E[x_0^2] / 2, a few thousandths of a nat.
     For the 17 digit intensities on [-1, 1]: gap 1/8, noise 1/64 at t = 1, log SNR_1 = 2 log 64 = 8.32.
     """

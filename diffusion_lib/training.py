@@ -60,7 +60,7 @@ class TrainConfig:
     block: str = "resnet"  # U-Net block: resnet | convnext (digits)
     scale_shift: bool = True  # resnet blocks: time embedding as AdaGN scale and shift, else added (digits)
     attention: bool = True  # U-Net self-attention at the lowest resolution (digits)
-    # U-Net input features sin, cos(2^n pi x_t) for these n [Kingma21, App. C]: 4 has the period of the digits'
+    # U-Net input features sin, cos(2^n pi x_t) for these n [Kingma21]: 4 has the period of the digits'
     # level gap 1/8, so the network can tell the level at small noise, where the likelihood is won (digits)
     fourier_features: tuple = ()
     # where the network trains: cpu | auto (CUDA when available, else the CPU) | cuda | mps. The CLI's --device

@@ -141,7 +141,7 @@ class Upsample(nn.Module):
 def fourier_inputs(x, exponents):
     """x (B, C, H, W) with sin(2^n pi x) and cos(2^n pi x) for each n in exponents: (B, C (1 + 2 K), H, W).
 
-    [Kingma21, App. C]: at high SNR x_t is x_0 plus noise far below the gap between pixel levels, and the
+    [Kingma21]: at high SNR x_t is x_0 plus noise far below the gap between pixel levels, and the
     likelihood rewards a network that tells the exact level; a smooth network of x_t barely can, but these
     features repeat with period 2^(1 - n), so with the gap 2^(1 - n) (n = 4 for the digits' gap of 1/8) they
     expose where x_t sits between two levels. No exponents: x unchanged.

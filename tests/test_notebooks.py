@@ -150,7 +150,8 @@ def test_digits_notebook_retrains_when_the_settings_differ_from_the_checkpoint(t
     # notebook 10 loads data/digits_unet.pt at its committed settings (nbval's run); any other schedule
     # must take the training branch: a short run here, small sample and bound sizes, every cell must pass
     nb = next(nb for nb in NOTEBOOKS if nb.name.startswith("10_"))
-    _run_with(nb, {"SCHEDULE": "linear", "T": 100, "TRAIN_SECONDS": 15, "N_SAMPLES": 180, "N_NLL": 20}, tmp_path)
+    _run_with(nb, {"SCHEDULE": "linear", "T": 100, "TRAIN_SECONDS": 15, "N_SAMPLES": 180, "N_NLL": 20,
+                       "N_GUIDED": 60}, tmp_path)
     executed = json.loads((tmp_path / nb.name).read_text())
     printed = "".join("".join(o.get("text", "")) for c in executed["cells"] if c["cell_type"] == "code"
                       for o in c.get("outputs", []))
