@@ -8,7 +8,7 @@ export OMP_NUM_THREADS ?= 2
 # the recipe of data/digits_unet.pt (notebook 10)
 # (the schedule: the cosine cut to the 17 levels, dl.cosine_log_snr_betas(1000, *dl.log_snr_range_for_levels(17)))
 DIGITS_RECIPE := --data digits --prediction eps --betas build/digits_levels_betas.npy --width 16 --block resnet \
-	--fourier-features 3 4 --conditional --label-drop 0.2 --batch-size 128 --lr 2e-3 --steps 12000 --seed 0 --quiet
+	--fourier-features 3 4 --conditional --label-drop 0.2 --batch-size 128 --lr 2e-3 --steps 6000 --seed 0 --quiet
 PYTEST_NBVAL := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
 # two pytest-xdist workers, one OpenMP thread each; conftest.py says which tests stay together on one worker
 PYTEST_XDIST := -n 2

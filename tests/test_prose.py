@@ -28,9 +28,7 @@ PROCESS_TALK = [
     r"\bcirculates\b", r"\breviewers?\b", r"\bcontinuous integration\b",
 ]
 # notebooks still being rewritten elsewhere: their text is fixed by those rewrites (remove a mark when it passes)
-PENDING_PROSE = {
-    "10": "the digits rewrite drops 'time budget', 'a network of ours', 'a shared virtual machine'",
-}
+PENDING_PROSE = {}
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CITATION = re.compile(r"\[([A-Z][A-Za-z]{1,4}\d{2}[a-z]?)[],]")
 
